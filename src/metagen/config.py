@@ -1,0 +1,251 @@
+"""Typed run configuration: TOML presets, `--set key=value` overrides, validation with one-line errors.
+
+A config has six sections: `data`, `split`, `generator`, `learner`, `train`, `eval`. The `generator`
+and `learner` sections are dispatched by their `name` to the `Config` class that the registered
+generator / meta-learner defines, so each family validates its own keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+
+from metagen.errors import ConfigError
+from metagen.registry import GENERATORS, LEARNERS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    source: Literal["omniglot", "glyphs"] = "glyphs"
+    data_dir: str | None = None  # None: --data-dir, then $METAGEN_DATA_DIR
+    image_size: int = Field(28, ge=8, le=128)
+    # Omniglot: add the 90/180/270-degree rotations of each *background* character as new concepts
+    # (Santoro et al. 2016). Held-out concepts are never rotated.
+    rotations: bool = False
+    examples_per_concept: int = Field(20, ge=2, le=200)  # glyphs only: renders per character
+
+
+class SplitConfig(Strict):
+    seed: int = 0
+    # Groups (Omniglot alphabets, glyph scripts) held out for evaluation: a count drawn by `seed`,
+    # a list of names, or "official" (Omniglot: the images_evaluation alphabets).
+    test_groups: int | list[str] | Literal["official"] = 2
+
+    @field_validator("test_groups")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must hold out at least 1 group")
+        if isinstance(v, list) and not v:
+            raise ValueError("empty list: name at least one group to hold out")
+        return v
+
+
+class GeneratorConfig(Strict):
+    name: str
+
+
+class LearnerConfig(Strict):
+    name: str
+
+
+class TrainConfig(Strict):
+    steps: int = Field(2000, ge=1)
+    meta_batch: int = Field(16, ge=1)
+    shots: tuple[int, int] = (1, 10)  # (min, max): each meta-batch draws its K uniformly in this range
+    queries: int = Field(5, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    grad_clip: float = Field(10.0, ge=0)  # 0 disables clipping
+    seed: int = 0
+    device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
+    log_every: int = Field(25, ge=1)
+    ckpt_every: int = Field(250, ge=1)
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 1 or v[1] < v[0]:
+            raise ValueError("must be [min, max] with 1 <= min <= max")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        kind = v.split(":")[0]
+        if kind not in ("cpu", "cuda", "mps", "auto") or (":" in v and not v.split(":")[1].isdigit()):
+            raise ValueError("must be cpu, cuda, cuda:N, mps or auto")
+        return v
+
+
+class EvalConfig(Strict):
+    shots: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    queries: int = Field(10, ge=1)  # fixed query examples per held-out concept, the same for every shot
+    iw_samples: int = Field(1000, ge=1)  # importance samples of the IWAE bound
+    max_tasks: int | None = Field(None, ge=1)  # None: every held-out concept
+    seed: int = 0
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError("must be a non-empty list of positive shot counts")
+        return sorted(set(v))
+
+
+class Config(Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    generator: SerializeAsAny[GeneratorConfig] = Field(default_factory=lambda: _section(GENERATORS, "vae"))
+    learner: SerializeAsAny[LearnerConfig] = Field(default_factory=lambda: _section(LEARNERS, "context"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("generator", mode="before")
+    @classmethod
+    def _generator(cls, v: Any) -> Any:
+        return _dispatch(GENERATORS, v)
+
+    @field_validator("learner", mode="before")
+    @classmethod
+    def _learner(cls, v: Any) -> Any:
+        return _dispatch(LEARNERS, v)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _ensure_registered() -> None:
+    import metagen.generators
+    import metagen.meta  # noqa: F401  (fills LEARNERS)
+
+
+def _section(registry: Any, name: str) -> BaseModel:
+    _ensure_registered()
+    return registry.get(name).Config(name=name)
+
+
+def _dispatch(registry: Any, v: Any) -> Any:
+    if isinstance(v, BaseModel):
+        return v
+    if not isinstance(v, dict) or "name" not in v:
+        raise ValueError(f"needs a 'name', one of: {', '.join(registry.names())}")
+    _ensure_registered()
+    if v["name"] not in registry:
+        raise ValueError(f"unknown {registry.kind} '{v['name']}'; choose one of: {', '.join(registry.names())}")
+    return registry.get(v["name"]).Config.model_validate(v)
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-")))
+        # Drop pydantic's union-branch names ("int", "list[str]") from the location.
+        loc = ".".join(p for p in loc.split(".") if p not in ("int", "list[str]", "literal['official']"))
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc} = {e.get('input')!r}: {msg}")
+    return f"bad config ({source}): " + "; ".join(dict.fromkeys(parts))
+
+
+def presets() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("metagen.configs").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def _read_toml(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' not found; give a path or a preset ({', '.join(presets())})")
+        text = path.read_text()
+    else:
+        res = resources.files("metagen.configs") / f"{name_or_path}.toml"
+        if not res.is_file():
+            raise ConfigError(f"no config file or preset named '{name_or_path}'; presets: {', '.join(presets())}")
+        text = res.read_text()
+    if name_or_path in seen:
+        raise ConfigError(f"config '{name_or_path}' extends itself")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config '{name_or_path}' is not valid TOML: {e}") from None
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    return merge(_read_toml(base, (*seen, name_or_path)), raw)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `override` into `base`. A `generator`/`learner` section whose `name` changes is replaced,
+    not merged, since the old family's keys mean nothing to the new one."""
+    out = copy.deepcopy(base)
+    for key, val in override.items():
+        old = out.get(key)
+        if isinstance(val, dict) and isinstance(old, dict):
+            renamed = key in ("generator", "learner") and "name" in val and val["name"] != old.get("name")
+            out[key] = copy.deepcopy(val) if renamed else merge(old, val)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """`train.lr=3e-4` -> {"train": {"lr": 3e-4}}; the value is read as TOML, else as a plain string."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.key=value, e.g. train.steps=500")
+    key, value = item.split("=", 1)
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = parsed
+    return out
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from None
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:
+    """Load a preset name or TOML path, apply `section.key=value` overrides, validate."""
+    raw = _read_toml(name_or_path)
+    for item in overrides or []:
+        raw = merge(raw, parse_override(item))
+    return from_dict(raw, source=name_or_path)
+
+
+def load_config_json(path: Path) -> Config:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read config '{path}': {e}") from None
+    return from_dict(raw, source=str(path))
