@@ -1,0 +1,59 @@
+"""Data sources, group-level splits and episodes. `load_splits(cfg)` is the one entry point."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from metagen.config import DataConfig, SplitConfig
+from metagen.data.concepts import ConceptSet, resolve_test_groups, split
+from metagen.data.episodes import EpisodeSampler, Tasks, fixed_tasks
+from metagen.data.glyphs import load_glyphs
+from metagen.data.images import Layout, load_image, load_support
+from metagen.data.omniglot import load_omniglot
+from metagen.errors import DataError
+
+# How each source lays characters out on the canvas; user images given to `adapt` get the same treatment.
+LAYOUTS: dict[str, Layout] = {"omniglot": "resize", "glyphs": "fit"}
+
+
+@dataclass
+class Splits:
+    background: ConceptSet  # meta-training concepts
+    held_out: ConceptSet  # evaluation concepts, from groups never seen in meta-training
+    test_groups: list[str]
+    layout: Layout
+
+
+def resolve_data_dir(configured: str | None, override: str | None = None) -> Path | None:
+    """--data-dir, else the config's data.data_dir, else $METAGEN_DATA_DIR."""
+    chosen = override or configured or os.environ.get("METAGEN_DATA_DIR")
+    return Path(chosen).expanduser() if chosen else None
+
+
+def load_concepts(data: DataConfig, data_dir: str | None = None) -> ConceptSet:
+    if data.source == "glyphs":
+        return load_glyphs(data.image_size, data.examples_per_concept)
+    root = resolve_data_dir(data.data_dir, data_dir)
+    if root is None:
+        raise DataError("Omniglot needs a data dir: pass --data-dir DIR or set METAGEN_DATA_DIR to the folder "
+                        "holding images_background*.zip")
+    if not root.is_dir():
+        raise DataError(f"data dir '{root}' does not exist; pass --data-dir or set METAGEN_DATA_DIR")
+    return load_omniglot(root, data.image_size)
+
+
+def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None = None) -> Splits:
+    concepts = load_concepts(data, data_dir)
+    test_groups = resolve_test_groups(concepts, split_cfg.test_groups, split_cfg.seed)
+    background, held_out = split(concepts, test_groups)
+    if data.rotations:
+        background = background.with_rotations()
+    return Splits(background, held_out, test_groups, LAYOUTS[data.source])
+
+
+__all__ = [
+    "LAYOUTS", "ConceptSet", "EpisodeSampler", "Splits", "Tasks", "fixed_tasks", "load_concepts", "load_image",
+    "load_splits", "load_support",
+]

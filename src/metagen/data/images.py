@@ -1,0 +1,89 @@
+"""Turn any image (file, PIL image, array) into the binary ink maps the models see: 1 = ink, 0 = paper.
+
+Two layouts, chosen by the dataset a model was trained on:
+- "resize": the whole canvas is resized (Omniglot: characters drawn on a square canvas with a margin);
+- "fit": the ink's bounding box is scaled to fill `FIT_FRACTION` of the canvas, keeping its aspect
+  ratio, and centred (glyphs, MNIST-style), so that any crop of a character lands like the training data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from metagen.errors import DataError
+
+Layout = Literal["resize", "fit"]
+FIT_FRACTION = 20 / 28  # MNIST's 20x20 box in a 28x28 canvas
+SUPERSAMPLE = 4  # "fit" works at 4x the target size, then box-filters down
+THRESHOLD = 0.5  # ink coverage above which a pixel is ink
+
+
+def ink(img: Image.Image) -> np.ndarray:
+    """Ink coverage in [0, 1] as float32 [H, W]; alpha is composited on white, light-on-dark is inverted."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0  # [H, W], 1 = white
+    coverage = 1.0 - gray
+    # Paper is the majority: if most of the border is dark, the image is light ink on dark paper.
+    border = np.concatenate([coverage[0], coverage[-1], coverage[:, 0], coverage[:, -1]])
+    if np.median(border) > 0.5:
+        coverage = 1.0 - coverage
+    return coverage
+
+
+def fit_box(coverage: np.ndarray, size: int, fraction: float = FIT_FRACTION) -> np.ndarray:
+    """Scale the ink's bounding box into a centred `fraction * size` box; float32 [size, size] coverage."""
+    ys, xs = np.nonzero(coverage > 0.1)
+    if len(ys) == 0:
+        return np.zeros((size, size), np.float32)
+    crop = coverage[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    big = size * SUPERSAMPLE
+    h, w = crop.shape
+    scale = fraction * big / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = Image.fromarray(crop).resize((nw, nh), Image.Resampling.BILINEAR)
+    canvas = np.zeros((big, big), np.float32)
+    top, left = (big - nh) // 2, (big - nw) // 2
+    canvas[top : top + nh, left : left + nw] = np.asarray(resized)
+    return np.asarray(Image.fromarray(canvas).resize((size, size), Image.Resampling.BOX))
+
+
+def binarize(img: Image.Image, size: int, layout: Layout) -> np.ndarray:
+    """PIL image -> uint8 [size, size] in {0, 1}."""
+    coverage = ink(img)
+    if layout == "fit":
+        small = fit_box(coverage, size)
+    else:
+        small = np.asarray(Image.fromarray(coverage).resize((size, size), Image.Resampling.BOX))
+    return (small > THRESHOLD).astype(np.uint8)
+
+
+def load_image(path: str | Path, size: int, layout: Layout) -> torch.Tensor:
+    """Read one image file of any size and format -> float32 [1, size, size] in {0, 1}."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image '{path}' not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            arr = binarize(im, size, layout)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"cannot read image '{path}' ({e.__class__.__name__}); give a PNG, JPEG, BMP or GIF") from None
+    if arr.sum() == 0:
+        raise DataError(f"image '{path}' has no ink after binarization; use dark strokes on a light background")
+    return torch.from_numpy(arr).float().unsqueeze(0)
+
+
+def load_support(paths: list[str | Path], size: int, layout: Layout) -> torch.Tensor:
+    """Read a support set of image files -> float32 [K, 1, size, size]."""
+    if not paths:
+        raise DataError("the support set is empty; give at least one image with --support")
+    return torch.stack([load_image(p, size, layout) for p in paths])
