@@ -1,0 +1,57 @@
+"""Small network pieces shared by generators and meta-learners (no generative logic here)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvEncoder(nn.Module):
+    """Images [B, C, H, W] -> features [B, out_dim]: two stride-2 convolutions and a linear layer."""
+
+    def __init__(self, in_channels: int, size: int, channels: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, stride=2, padding=1), nn.ELU(),  # [B, ch, H/2, W/2]
+            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.ELU(),  # [B, 2ch, H/4, W/4]
+        )
+        flat = 2 * channels * ((size + 3) // 4) ** 2
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, out_dim), nn.ELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+
+class ConvDecoder(nn.Module):
+    """Vectors [B, in_dim] -> logits [B, C, H, W]: a linear layer and two stride-2 transposed convolutions."""
+
+    def __init__(self, in_dim: int, out_channels: int, size: int, channels: int) -> None:
+        super().__init__()
+        if size % 4:
+            raise ValueError(f"image size must be a multiple of 4, got {size}")
+        self.shape = (2 * channels, size // 4, size // 4)
+        self.fc = nn.Sequential(nn.Linear(in_dim, 2 * channels * (size // 4) ** 2), nn.ELU())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1), nn.ELU(),  # [B, ch, H/2, W/2]
+            nn.ConvTranspose2d(channels, out_channels, 4, stride=2, padding=1),  # [B, C, H, W]
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.fc(h).view(-1, *self.shape))
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ELU(), nn.Linear(hidden, out_dim))
+
+
+def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor | None = None,
+                logvar_p: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over the last dim; the prior defaults to N(0, I)."""
+    if mu_p is None or logvar_p is None:
+        return 0.5 * (mu_q.pow(2) + logvar_q.exp() - 1.0 - logvar_q).sum(-1)
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0).sum(-1)
+
+
+def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))) summed over the last dim."""
+    return -0.5 * (logvar + (z - mu).pow(2) / logvar.exp() + torch.log(z.new_tensor(2 * torch.pi))).sum(-1)
