@@ -1,0 +1,76 @@
+"""The meta-learner surface: `meta_loss(tasks)` to train, `adapt(support) -> Adapted` to use."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from metagen.config import Config, GeneratorConfig, LearnerConfig
+from metagen.data.episodes import Tasks
+from metagen.errors import DataError
+from metagen.generators.base import Generator
+from metagen.meta.functional import Params, call
+
+
+class Adapted:
+    """A generator specialised to one concept: `sample(n)` and, where the base has one, `log_prob(x)`."""
+
+    has_log_prob: bool = True
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, x: torch.Tensor, iw_samples: int = 1000) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GeneratorAdapted(Adapted):
+    """A base generator run with task-specific parameters and/or a task context vector."""
+
+    def __init__(self, generator: Generator, params: Params | None = None, cond: torch.Tensor | None = None) -> None:
+        self.generator, self.params, self.cond = generator, params or {}, cond
+        self.has_log_prob = generator.has_log_prob
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return call(self.generator, self.params, "sample", n, cond=self.cond, generator=generator)
+
+    def log_prob(self, x: torch.Tensor, iw_samples: int = 1000) -> torch.Tensor:
+        return call(self.generator, self.params, "log_prob", x, cond=self.cond, iw_samples=iw_samples)
+
+
+class MetaLearner(nn.Module):
+    """Wraps a base generator; subclasses define `Config`, `meta_loss` and `adapt`."""
+
+    Config: ClassVar[type[LearnerConfig]]
+    uses_generator: ClassVar[bool] = True  # False for learners with no base generator (copy)
+
+    def __init__(self, cfg: LearnerConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.cfg, self.example_shape = cfg, tuple(example_shape)
+
+    def meta_loss(self, tasks: Tasks) -> torch.Tensor:
+        """Scalar loss over a task batch (support [T, K, ...], query [T, Q, ...]), per query example."""
+        raise NotImplementedError
+
+    def adapt(self, support: torch.Tensor) -> Adapted:
+        """support [K, *example_shape] -> a generator of that concept."""
+        raise NotImplementedError
+
+    def prior(self, generator: torch.Generator | None = None) -> Adapted:
+        """A generator with no support set (a new concept drawn from the prior, or the meta-learned init)."""
+        raise DataError(f"learner '{self.cfg.name}' cannot generate without a support set; use `metagen adapt`")
+
+    def check_support(self, support: torch.Tensor) -> None:
+        if support.dim() != len(self.example_shape) + 1 or tuple(support.shape[1:]) != self.example_shape:
+            shape = ", ".join(map(str, self.example_shape))
+            raise DataError(f"support must be [K, {shape}], got {list(support.shape)}")
+        if support.shape[0] == 0:
+            raise DataError("the support set is empty; give at least one example")
+
+
+def build_learner(config: Config, example_shape: tuple[int, ...]) -> MetaLearner:
+    from metagen.registry import LEARNERS
+
+    return LEARNERS.get(config.learner.name)(config.learner, config.generator, example_shape)
