@@ -1,0 +1,140 @@
+"""Checkpoints: one safetensors file holding everything needed to sample, evaluate or resume.
+
+Tensors: `model.*` (the learner's state dict), `optim.<param index>.<key>` (optimizer state),
+`rng.torch` (the CPU generator state). Metadata (strings): the format tag, the full config as JSON, the
+step, the optimizer's param groups and the episode sampler's RNG state. Files are written to a
+temporary name in the same folder and renamed over the old one, so a crash never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from metagen.config import Config, from_dict
+from metagen.errors import CheckpointError, ConfigError
+
+FORMAT = "metagen-checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(tmp_path)` then rename the temporary file onto `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+    torch_rng: torch.Tensor | None
+    sampler: dict[str, Any] | None
+    example_shape: tuple[int, ...]
+    path: Path
+
+
+def save_checkpoint(path: Path, config: Config, step: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None,
+                    sampler_state: dict[str, Any] | None = None) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": config.to_json(), "step": str(step),
+            "example_shape": json.dumps(list(getattr(model, "example_shape", [])))}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for idx, pstate in state["state"].items():
+            for key, val in pstate.items():
+                if not torch.is_tensor(val):
+                    val = torch.tensor(val)
+                tensors[f"optim.{idx}.{key}"] = val.detach().cpu().contiguous()
+        meta["optim_groups"] = json.dumps(state["param_groups"])
+    tensors["rng.torch"] = torch.get_rng_state()
+    if sampler_state is not None:
+        meta["sampler"] = json.dumps(sampler_state)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A run folder or a checkpoint file -> the checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at '{path}'; give a run folder or its {CHECKPOINT_NAME}")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = checkpoint_path(path)
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"'{path}' is not a readable checkpoint ({e}); "
+                              "it may be truncated or of another format") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"'{path}' is a safetensors file but not a metagen checkpoint (no '{FORMAT}' tag)")
+    try:
+        config = from_dict(json.loads(meta["config"]), source=f"{path} (stored config)")
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint '{path}' stores a config this metagen cannot read: {e}") from None
+    model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer = None
+    if "optim_groups" in meta:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v
+        optimizer = {"state": state, "param_groups": json.loads(meta["optim_groups"])}
+    sampler = json.loads(meta["sampler"]) if "sampler" in meta else None
+    shape = tuple(json.loads(meta.get("example_shape", "[]")))
+    return Checkpoint(config, int(meta["step"]), model, optimizer, tensors.get("rng.torch"), sampler, shape, path)
+
+
+def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
+    """Load weights, turning a key or shape mismatch into a one-line error."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(ckpt.model))
+    unexpected = sorted(set(ckpt.model) - set(own))
+    shapes = sorted(k for k in set(own) & set(ckpt.model) if own[k].shape != ckpt.model[k].shape)
+    if missing or unexpected or shapes:
+        what = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                else f"shape mismatch in {shapes[:3]}")
+        raise CheckpointError(f"checkpoint '{ckpt.path}' was written by a different model ({what}); "
+                              "use the config it was trained with")
+    model.load_state_dict(ckpt.model)
+
+
+def load_learner(path: str | Path, device: torch.device | str = "cpu") -> tuple[Any, Checkpoint]:
+    """Rebuild the learner a checkpoint was trained as, with its weights, in eval mode."""
+    from metagen.meta import build_learner
+
+    ckpt = load_checkpoint(path)
+    learner = build_learner(ckpt.config, ckpt.example_shape)
+    load_model_state(learner, ckpt)
+    return learner.to(device).eval(), ckpt

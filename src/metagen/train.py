@@ -1,0 +1,203 @@
+"""The one training loop: meta-batches, Adam, gradient clipping, NaN guard, logs, checkpoints, resume."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from metagen.checkpoint import CHECKPOINT_NAME, atomic_write_text, load_checkpoint, load_model_state, save_checkpoint
+from metagen.config import Config
+from metagen.data import EpisodeSampler, Splits, load_splits
+from metagen.errors import CheckpointError, MetagenError, TrainingDiverged
+from metagen.meta.base import MetaLearner, build_learner
+
+# Config sections a resumed run must share with its checkpoint; `train` and `eval` may change.
+MODEL_SECTIONS = ("data", "split", "generator", "learner")
+LOG_FIELDS = ["step", "loss", "grad_norm", "shots", "tasks_per_s", "lr", "elapsed_s"]
+
+
+class Interrupted(MetagenError):
+    """Training was stopped by the user after saving a checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MetagenError(f"device '{name}' requested but CUDA is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise MetagenError(f"device '{name}' requested but MPS is not available here; use --device cpu")
+    return device
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float
+    seconds: float
+    checkpoint: Path | None
+
+
+class Trainer:
+    """Meta-trains `learner` on tasks from `sampler`; with a `run_dir`, logs and checkpoints there."""
+
+    def __init__(self, config: Config, learner: MetaLearner, sampler: EpisodeSampler, run_dir: Path | None = None,
+                 progress: bool = True) -> None:
+        self.config, self.learner, self.sampler = config, learner, sampler
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.device = resolve_device(config.train.device)
+        self.learner.to(self.device)
+        self.optimizer = torch.optim.Adam(learner.parameters(), lr=config.train.lr)
+        self.step = 0
+
+    @property
+    def checkpoint_file(self) -> Path | None:
+        return self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
+
+    def save(self) -> None:
+        if self.checkpoint_file is not None:
+            save_checkpoint(self.checkpoint_file, self.config, self.step, self.learner, self.optimizer,
+                            self.sampler.state_dict())
+
+    def restore(self) -> None:
+        """Continue from the run folder's checkpoint: weights, optimizer, step and both RNG streams."""
+        if self.checkpoint_file is None or not self.checkpoint_file.is_file():
+            raise CheckpointError(f"nothing to resume: no {CHECKPOINT_NAME} in '{self.run_dir}'; "
+                                  "drop --resume to start a new run")
+        ckpt = load_checkpoint(self.checkpoint_file)
+        old, new = ckpt.config.to_dict(), self.config.to_dict()
+        for section in MODEL_SECTIONS:
+            if old[section] != new[section]:
+                a, b = old[section], new[section]
+                key = next(k for k in {**a, **b} if a.get(k) != b.get(k))
+                raise CheckpointError(
+                    f"'{self.checkpoint_file}' was trained with {section}.{key} = {a.get(key)!r}, the config "
+                    f"now says {b.get(key)!r}; resume with the original config or use a new --out")
+        load_model_state(self.learner, ckpt)
+        if ckpt.optimizer is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.train.lr  # a resumed run may lower the learning rate
+        if ckpt.torch_rng is not None:
+            torch.set_rng_state(ckpt.torch_rng)
+        if ckpt.sampler is not None:
+            self.sampler.load_state_dict(ckpt.sampler)
+        self.step = ckpt.step
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.config.train
+        if self.run_dir is not None:
+            if resume:
+                self.restore()
+            elif self.checkpoint_file.is_file():
+                raise CheckpointError(f"'{self.run_dir}' already holds a checkpoint; pass --resume to continue it "
+                                      "or choose a new --out")
+            atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
+        if not resume:
+            torch.manual_seed(cfg.seed)
+        logs = _Logs(self.run_dir, self.step) if self.run_dir is not None else None
+        self.learner.train()
+        start, last_loss, t0 = self.step, float("nan"), time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.config.learner.name}", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        try:
+            window_loss, window_steps, window_tasks, window_t = 0.0, 0, 0, time.perf_counter()
+            while self.step < cfg.steps:
+                tasks = self.sampler.sample(cfg.meta_batch, cfg.shots, cfg.queries).to(self.device)
+                loss = self.learner.meta_loss(tasks)
+                self._guard(loss, "loss")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                params = [p for p in self.learner.parameters() if p.grad is not None]
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                self._guard(grad_norm, "gradient norm")
+                self.optimizer.step()
+                self.step += 1
+                last_loss = loss.item()
+                window_loss += last_loss
+                window_steps += 1
+                window_tasks += len(tasks)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    rate = window_tasks / max(time.perf_counter() - window_t, 1e-9)
+                    row = {"step": self.step, "loss": window_loss / window_steps, "grad_norm": grad_norm.item(),
+                           "shots": tasks.shots, "tasks_per_s": rate, "lr": self.optimizer.param_groups[0]["lr"],
+                           "elapsed_s": time.perf_counter() - t0}
+                    bar.set_postfix(loss=f"{row['loss']:.2f}", tasks_s=f"{rate:.0f}")
+                    if logs is not None:
+                        logs.write(row)
+                    window_loss, window_steps, window_tasks, window_t = 0.0, 0, 0, time.perf_counter()
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                    self.save()
+        except KeyboardInterrupt:
+            self.save()
+            where = f"; checkpoint saved to '{self.checkpoint_file}', continue with --resume" if self.run_dir else ""
+            raise Interrupted(f"interrupted at step {self.step}{where}") from None
+        finally:
+            bar.close()
+            if logs is not None:
+                logs.close()
+        seconds = time.perf_counter() - t0
+        if self.progress and self.step > start:
+            print(f"trained {self.step - start} steps in {seconds:.0f}s; last loss {last_loss:.3f}")
+        return TrainResult(self.step, last_loss, seconds, self.checkpoint_file)
+
+    def _guard(self, value: torch.Tensor, what: str) -> None:
+        """Stop on NaN/inf before the optimizer step, keeping the current (still good) weights."""
+        if torch.isfinite(value):
+            return
+        self.save()
+        kept = f"kept the last good weights in '{self.checkpoint_file}'; " if self.run_dir else ""
+        raise TrainingDiverged(f"{what} became {value.item()} at step {self.step}; {kept}lower train.lr "
+                               f"(now {self.config.train.lr:g}) or train.grad_clip and rerun with --resume")
+
+
+class _Logs:
+    """CSV and TensorBoard logs of a run folder; both continue where a resumed run left off."""
+
+    def __init__(self, run_dir: Path, step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        path = run_dir / "log.csv"
+        fresh = not path.exists() or step == 0
+        self.file = path.open("w" if fresh else "a", newline="")
+        self.csv = csv.DictWriter(self.file, LOG_FIELDS)
+        if fresh:
+            self.csv.writeheader()
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if step > 0 else None)
+
+    def write(self, row: dict[str, float]) -> None:
+        self.csv.writerow(row)
+        self.file.flush()
+        for key in ("loss", "grad_norm", "tasks_per_s"):
+            self.tb.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        self.tb.close()
+
+
+def prepare(config: Config, data_dir: str | None = None) -> tuple[Config, Splits, MetaLearner]:
+    """Load the data and build the learner; the returned config records the resolved held-out groups."""
+    splits = load_splits(config.data, config.split, data_dir)
+    config = config.model_copy(deep=True)
+    config.split.test_groups = splits.test_groups
+    torch.manual_seed(config.train.seed)  # weight initialisation follows the seed
+    return config, splits, build_learner(config, splits.background.example_shape)
+
+
+def train(config: Config, run_dir: str | Path | None, resume: bool = False, data_dir: str | None = None,
+          progress: bool = True) -> TrainResult:
+    """Meta-train `config` on its background split, writing logs and checkpoints to `run_dir`."""
+    config, splits, learner = prepare(config, data_dir)
+    sampler = EpisodeSampler(splits.background, seed=config.train.seed)
+    return Trainer(config, learner, sampler, Path(run_dir) if run_dir else None, progress).fit(resume=resume)
