@@ -1,0 +1,174 @@
+"""Command line: metagen train | adapt | sample | eval | demo | presets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from metagen.errors import MetagenError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset (default: $METAGEN_DATA_DIR)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metagen", description="Meta-generative models: learn a new concept "
+                                     "from a few examples and generate more of it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="meta-train a model on the background concepts")
+    p.add_argument("--config", required=True, help="preset name (see `metagen presets`) or a TOML file")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=500 (repeatable)")
+    p.add_argument("--steps", type=int, default=None, help="shorthand for --set train.steps=N")
+    p.add_argument("--seed", type=int, default=None, help="shorthand for --set train.seed=N")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
+    _add_common(p)
+
+    p = sub.add_parser("adapt", help="adapt a trained model to a few example images and generate more")
+    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint.safetensors")
+    p.add_argument("--support", nargs="+", required=True, metavar="IMG", help="example images (any size/format)")
+    p.add_argument("--n", type=int, default=20, help="number of samples")
+    p.add_argument("--out", default="adapted.png", help="PNG grid: the support row, then the samples")
+    p.add_argument("--each", default=None, metavar="DIR", help="also write every sample as its own PNG here")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+
+    p = sub.add_parser("sample", help="generate without a support set (new concepts from the prior)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--concepts", type=int, default=8, help="rows: one concept each")
+    p.add_argument("--n", type=int, default=10, help="samples per concept")
+    p.add_argument("--out", default="samples.png")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+
+    p = sub.add_parser("eval", help="k-shot NLL on held-out concepts for models and baselines, plus sample grids")
+    p.add_argument("--checkpoint", nargs="+", required=True, help="one or more run folders / checkpoints")
+    p.add_argument("--out", default=None, help="report folder (default: <first run folder>/eval)")
+    p.add_argument("--shots", type=int, nargs="+", default=None, help="default: the config's eval.shots")
+    p.add_argument("--iw-samples", type=int, default=None, help="importance samples for VAE bounds")
+    p.add_argument("--max-tasks", type=int, default=None, help="evaluate on at most this many held-out concepts")
+    p.add_argument("--no-copy", action="store_true", help="leave out the copy-the-support baseline")
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="train, adapt and evaluate on the embedded glyphs dataset (a few minutes)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
+    _add_common(p)
+
+    sub.add_parser("presets", help="list the config presets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MetagenError as e:
+        from metagen.train import Interrupted
+
+        print(f"metagen: error: {e}", file=sys.stderr)
+        return 130 if isinstance(e, Interrupted) else 2
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metagen.config import load_config
+    from metagen.train import train
+
+    overrides = list(args.overrides)
+    for key, value in (("train.steps", args.steps), ("train.seed", args.seed), ("train.device", args.device)):
+        if value is not None:
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    config = load_config(args.config, overrides)
+    out = args.out or str(Path("runs") / Path(args.config).stem)
+    result = train(config, out, resume=args.resume, data_dir=args.data_dir, progress=not args.quiet)
+    print(f"checkpoint: {result.checkpoint} (step {result.step})")
+    return 0
+
+
+def _load(args: argparse.Namespace):  # -> (learner, checkpoint, device)
+    from metagen.checkpoint import load_learner
+    from metagen.train import resolve_device
+
+    device = resolve_device(args.device or "cpu")
+    learner, ckpt = load_learner(args.checkpoint, device)
+    return learner, ckpt, device
+
+
+def _positive(value: int, flag: str) -> None:
+    if value < 1:
+        raise MetagenError(f"{flag} must be at least 1, got {value}")
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    import torch
+
+    from metagen.data import LAYOUTS, load_support
+    from metagen.viz import adapt_grid, save_each, save_png
+
+    _positive(args.n, "--n")
+    learner, ckpt, device = _load(args)
+    data = ckpt.config.data
+    support = load_support(args.support, data.image_size, LAYOUTS[data.source]).to(device)  # [K, 1, H, W]
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    with torch.no_grad():
+        samples = learner.adapt(support).sample(args.n, generator=g)  # [n, 1, H, W]
+    print(f"wrote {save_png(adapt_grid(support, samples), args.out)}: "
+          f"the {len(support)} support images on top, {args.n} samples below")
+    if args.each:
+        print(f"wrote {len(save_each(samples, args.each))} PNGs to {args.each}/")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from metagen.viz import sample_grid, save_png
+
+    _positive(args.n, "--n")
+    _positive(args.concepts, "--concepts")
+    learner, _, device = _load(args)
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    with torch.no_grad():
+        rows = torch.stack([learner.prior(generator=g).sample(args.n, generator=g) for _ in range(args.concepts)])
+    print(f"wrote {save_png(sample_grid(rows), args.out)}: {args.concepts} rows x {args.n} samples")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from metagen.checkpoint import checkpoint_path
+    from metagen.evaluate import evaluate, markdown_table
+
+    out = args.out or str(checkpoint_path(args.checkpoint[0]).parent / "eval")
+    report = evaluate(args.checkpoint, out, shots=args.shots, iw_samples=args.iw_samples, max_tasks=args.max_tasks,
+                      include_copy=not args.no_copy, data_dir=args.data_dir, device=args.device or "cpu",
+                      progress=not args.quiet)
+    print(markdown_table(report))
+    print(f"\nreport: {Path(out) / 'report.json'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from metagen.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, device=args.device or "cpu", progress=not args.quiet)
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from metagen.config import presets
+
+    print("\n".join(presets()))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
+            "presets": cmd_presets}
+
+if __name__ == "__main__":
+    sys.exit(main())
