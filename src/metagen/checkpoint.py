@@ -23,7 +23,8 @@ from metagen.config import Config, from_dict
 from metagen.errors import CheckpointError, ConfigError
 
 FORMAT = "metagen-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.safetensors"
+CHECKPOINT_NAME = "checkpoint.safetensors"  # the latest state of a run: what --resume continues
+BEST_NAME = "best.safetensors"  # the weights with the best validation loss, when validation is on
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -53,11 +54,12 @@ class Checkpoint:
     sampler: dict[str, Any] | None
     example_shape: tuple[int, ...]
     path: Path
+    best_val: float | None = None  # the best validation loss seen so far in the run
 
 
 def save_checkpoint(path: Path, config: Config, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None,
-                    sampler_state: dict[str, Any] | None = None) -> None:
+                    sampler_state: dict[str, Any] | None = None, best_val: float | None = None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": config.to_json(), "step": str(step),
             "example_shape": json.dumps(list(getattr(model, "example_shape", [])))}
@@ -72,14 +74,17 @@ def save_checkpoint(path: Path, config: Config, step: int, model: torch.nn.Modul
     tensors["rng.torch"] = torch.get_rng_state()
     if sampler_state is not None:
         meta["sampler"] = json.dumps(sampler_state)
+    if best_val is not None:
+        meta["best_val"] = repr(best_val)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """A run folder or a checkpoint file -> the checkpoint file."""
+    """A run folder or a checkpoint file -> the checkpoint file; a folder means its best checkpoint when
+    validation picked one, else its latest."""
     path = Path(path)
     if path.is_dir():
-        path = path / CHECKPOINT_NAME
+        path = path / BEST_NAME if (path / BEST_NAME).is_file() else path / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at '{path}'; give a run folder or its {CHECKPOINT_NAME}")
     return path
@@ -113,7 +118,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         optimizer = {"state": state, "param_groups": json.loads(meta["optim_groups"])}
     sampler = json.loads(meta["sampler"]) if "sampler" in meta else None
     shape = tuple(json.loads(meta.get("example_shape", "[]")))
-    return Checkpoint(config, int(meta["step"]), model, optimizer, tensors.get("rng.torch"), sampler, shape, path)
+    best = float(meta["best_val"]) if "best_val" in meta else None
+    return Checkpoint(config, int(meta["step"]), model, optimizer, tensors.get("rng.torch"), sampler, shape, path,
+                      best)
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:

@@ -46,6 +46,9 @@ class SplitConfig(Strict):
     # Groups (Omniglot alphabets, glyph scripts) held out for evaluation: a count drawn by `seed`,
     # a list of names, or "official" (Omniglot: the images_evaluation alphabets).
     test_groups: int | list[str] | Literal["official"] = 2
+    # Fraction of the remaining (background) concepts kept out of meta-training for validation and early
+    # stopping: new characters of seen groups, drawn by `seed`. 0 disables validation.
+    val_fraction: float = Field(0.0, ge=0, lt=1)
 
     @field_validator("test_groups")
     @classmethod
@@ -76,6 +79,9 @@ class TrainConfig(Strict):
     device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
     log_every: int = Field(25, ge=1)
     ckpt_every: int = Field(250, ge=1)
+    # Score the validation tasks every this many steps and keep the best weights in best.safetensors
+    # (needs split.val_fraction > 0); 0 disables it.
+    val_every: int = Field(0, ge=0)
 
     @field_validator("shots")
     @classmethod
@@ -154,18 +160,39 @@ def _dispatch(registry: Any, v: Any) -> Any:
     return registry.get(v["name"]).Config.model_validate(v)
 
 
-def _one_line(err: ValidationError, source: str) -> str:
-    parts = []
+def _section_keys(raw: dict[str, Any], section: str) -> list[str]:
+    """The keys a config section accepts (for generator/learner: those of the family it names)."""
+    if section in ("generator", "learner"):
+        name = raw.get(section, {}).get("name") if isinstance(raw.get(section), dict) else None
+        registry = GENERATORS if section == "generator" else LEARNERS
+        if name not in registry:
+            return []
+        model = registry.get(name).Config
+    else:
+        model = Config.model_fields[section].annotation
+    return list(model.model_fields)
+
+
+def _one_line(err: ValidationError, source: str, raw: dict[str, Any]) -> str:
+    by_loc: dict[str, list[dict[str, Any]]] = {}
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-")))
-        # Drop pydantic's union-branch names ("int", "list[str]") from the location.
-        loc = ".".join(p for p in loc.split(".") if p not in ("int", "list[str]", "literal['official']"))
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"{loc} = {e.get('input')!r}: {msg}")
-    return f"bad config ({source}): " + "; ".join(dict.fromkeys(parts))
+        # Keep field names; drop pydantic's validator and union-branch names ("int", "list[str]", ...).
+        fields = [str(p) for p in e["loc"] if str(p).isidentifier() or isinstance(p, int)]
+        fields = [f for f in fields if f not in ("int", "str", "float", "bool", "list", "tuple")]
+        by_loc.setdefault(".".join(fields), []).append(e)
+    parts = []
+    for loc, errs in by_loc.items():
+        if errs[0]["type"] == "extra_forbidden":
+            section = loc.split(".")[0]
+            keys = _section_keys(raw, section) if section in Config.model_fields else list(Config.model_fields)
+            known = f" ({section} takes: {', '.join(keys)})" if keys and "." in loc else ""
+            parts.append(f"unknown key '{loc}'{known}")
+            continue
+        msgs = [e["msg"].removeprefix("Value error, ") for e in errs]
+        if len(msgs) > 1:  # one failure per branch of a union type
+            msgs = ["should be " + " or ".join(m.removeprefix("Input should be ").split(",")[0] for m in msgs)]
+        parts.append(f"{loc} = {errs[0].get('input')!r}: {msgs[0]}")
+    return f"bad config ({source}): " + "; ".join(parts)
 
 
 def presets() -> list[str]:
@@ -232,7 +259,7 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_one_line(e, source)) from None
+        raise ConfigError(_one_line(e, source, raw)) from None
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:

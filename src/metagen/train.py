@@ -10,15 +10,22 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from metagen.checkpoint import CHECKPOINT_NAME, atomic_write_text, load_checkpoint, load_model_state, save_checkpoint
+from metagen.checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    atomic_write_text,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 from metagen.config import Config
-from metagen.data import EpisodeSampler, Splits, load_splits
-from metagen.errors import CheckpointError, MetagenError, TrainingDiverged
+from metagen.data import EpisodeSampler, Splits, Tasks, fixed_tasks, load_splits
+from metagen.errors import CheckpointError, ConfigError, MetagenError, TrainingDiverged
 from metagen.meta.base import MetaLearner, build_learner
 
 # Config sections a resumed run must share with its checkpoint; `train` and `eval` may change.
 MODEL_SECTIONS = ("data", "split", "generator", "learner")
-LOG_FIELDS = ["step", "loss", "grad_norm", "shots", "tasks_per_s", "lr", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", "val_loss", "grad_norm", "shots", "tasks_per_s", "lr", "elapsed_s"]
 
 
 class Interrupted(MetagenError):
@@ -44,29 +51,50 @@ class TrainResult:
     loss: float
     seconds: float
     checkpoint: Path | None
+    best_val: float | None = None
 
 
 class Trainer:
-    """Meta-trains `learner` on tasks from `sampler`; with a `run_dir`, logs and checkpoints there."""
+    """Meta-trains `learner` on tasks from `sampler`; with a `run_dir`, logs and checkpoints there.
+
+    With `val_tasks` and `train.val_every`, the validation loss is measured every `val_every` steps and the
+    best weights so far are kept in `best.safetensors`.
+    """
 
     def __init__(self, config: Config, learner: MetaLearner, sampler: EpisodeSampler, run_dir: Path | None = None,
-                 progress: bool = True) -> None:
-        self.config, self.learner, self.sampler = config, learner, sampler
+                 progress: bool = True, val_tasks: Tasks | None = None) -> None:
+        self.config, self.learner, self.sampler, self.val_tasks = config, learner, sampler, val_tasks
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
         self.device = resolve_device(config.train.device)
         self.learner.to(self.device)
         self.optimizer = torch.optim.Adam(learner.parameters(), lr=config.train.lr)
         self.step = 0
+        self.best_val: float | None = None
 
     @property
     def checkpoint_file(self) -> Path | None:
         return self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
 
-    def save(self) -> None:
-        if self.checkpoint_file is not None:
-            save_checkpoint(self.checkpoint_file, self.config, self.step, self.learner, self.optimizer,
-                            self.sampler.state_dict())
+    def save(self, name: str = CHECKPOINT_NAME) -> None:
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / name, self.config, self.step, self.learner, self.optimizer,
+                            self.sampler.state_dict(), self.best_val)
+
+    def validate(self) -> float:
+        """Mean meta-loss over the fixed validation tasks, with fixed noise; training RNG streams are untouched."""
+        cfg = self.config.train
+        rng = torch.get_rng_state()
+        torch.manual_seed(cfg.seed)
+        self.learner.eval()
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, len(self.val_tasks), cfg.meta_batch):
+                batch = self.val_tasks.subset(slice(start, start + cfg.meta_batch)).to(self.device)
+                total += self.learner.meta_loss(batch).item() * len(batch)
+        self.learner.train()
+        torch.set_rng_state(rng)
+        return total / len(self.val_tasks)
 
     def restore(self) -> None:
         """Continue from the run folder's checkpoint: weights, optimizer, step and both RNG streams."""
@@ -91,7 +119,7 @@ class Trainer:
             torch.set_rng_state(ckpt.torch_rng)
         if ckpt.sampler is not None:
             self.sampler.load_state_dict(ckpt.sampler)
-        self.step = ckpt.step
+        self.step, self.best_val = ckpt.step, ckpt.best_val
 
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config.train
@@ -111,6 +139,7 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)
         try:
             window_loss, window_steps, window_tasks, window_t = 0.0, 0, 0, time.perf_counter()
+            val_loss: float | str = ""  # the latest validation loss since the last log row
             while self.step < cfg.steps:
                 tasks = self.sampler.sample(cfg.meta_batch, cfg.shots, cfg.queries).to(self.device)
                 loss = self.learner.meta_loss(tasks)
@@ -127,15 +156,24 @@ class Trainer:
                 window_steps += 1
                 window_tasks += len(tasks)
                 bar.update(1)
+                if self.val_tasks is not None and cfg.val_every and self.step % cfg.val_every == 0:
+                    val_loss = self.validate()
+                    if logs is not None:
+                        logs.tb.add_scalar("val/loss", val_loss, self.step)
+                    if self.best_val is None or val_loss < self.best_val:
+                        self.best_val = val_loss
+                        self.save(BEST_NAME)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     rate = window_tasks / max(time.perf_counter() - window_t, 1e-9)
-                    row = {"step": self.step, "loss": window_loss / window_steps, "grad_norm": grad_norm.item(),
+                    row = {"step": self.step, "loss": window_loss / window_steps, "val_loss": val_loss,
+                           "grad_norm": grad_norm.item(),
                            "shots": tasks.shots, "tasks_per_s": rate, "lr": self.optimizer.param_groups[0]["lr"],
                            "elapsed_s": time.perf_counter() - t0}
                     bar.set_postfix(loss=f"{row['loss']:.2f}", tasks_s=f"{rate:.0f}")
                     if logs is not None:
                         logs.write(row)
                     window_loss, window_steps, window_tasks, window_t = 0.0, 0, 0, time.perf_counter()
+                    val_loss = ""
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                     self.save()
         except KeyboardInterrupt:
@@ -148,8 +186,9 @@ class Trainer:
                 logs.close()
         seconds = time.perf_counter() - t0
         if self.progress and self.step > start:
-            print(f"trained {self.step - start} steps in {seconds:.0f}s; last loss {last_loss:.3f}")
-        return TrainResult(self.step, last_loss, seconds, self.checkpoint_file)
+            best = f"; best validation loss {self.best_val:.3f}" if self.best_val is not None else ""
+            print(f"trained {self.step - start} steps in {seconds:.0f}s; last loss {last_loss:.3f}{best}")
+        return TrainResult(self.step, last_loss, seconds, self.checkpoint_file, self.best_val)
 
     def _guard(self, value: torch.Tensor, what: str) -> None:
         """Stop on NaN/inf before the optimizer step, keeping the current (still good) weights."""
@@ -200,4 +239,15 @@ def train(config: Config, run_dir: str | Path | None, resume: bool = False, data
     """Meta-train `config` on its background split, writing logs and checkpoints to `run_dir`."""
     config, splits, learner = prepare(config, data_dir)
     sampler = EpisodeSampler(splits.background, seed=config.train.seed)
-    return Trainer(config, learner, sampler, Path(run_dir) if run_dir else None, progress).fit(resume=resume)
+    run = Path(run_dir) if run_dir else None
+    return Trainer(config, learner, sampler, run, progress, validation_tasks(config, splits)).fit(resume=resume)
+
+
+def validation_tasks(config: Config, splits: Splits) -> Tasks | None:
+    """One fixed task per validation concept, with the middle of the training shot range, or None."""
+    if config.train.val_every == 0:
+        return None
+    if len(splits.validation) == 0:
+        raise ConfigError("train.val_every needs validation concepts: set split.val_fraction > 0 (e.g. 0.1)")
+    lo, hi = config.train.shots
+    return fixed_tasks(splits.validation, (lo + hi) // 2, config.train.queries, seed=config.split.seed)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metagen.config import DataConfig, SplitConfig
-from metagen.data.concepts import ConceptSet, resolve_test_groups, split
+from metagen.data.concepts import ConceptSet, resolve_test_groups, split, split_concepts
 from metagen.data.episodes import EpisodeSampler, Tasks, fixed_tasks
 from metagen.data.glyphs import load_glyphs
 from metagen.data.images import Layout, load_image, load_support
@@ -24,6 +24,7 @@ class Splits:
     held_out: ConceptSet  # evaluation concepts, from groups never seen in meta-training
     test_groups: list[str]
     layout: Layout
+    validation: ConceptSet  # background-group concepts kept out of meta-training (may be empty)
 
 
 def resolve_data_dir(configured: str | None, override: str | None = None) -> Path | None:
@@ -48,9 +49,10 @@ def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None =
     concepts = load_concepts(data, data_dir)
     test_groups = resolve_test_groups(concepts, split_cfg.test_groups, split_cfg.seed)
     background, held_out = split(concepts, test_groups)
+    background, validation = split_concepts(background, split_cfg.val_fraction, split_cfg.seed)
     if data.rotations:
         background = background.with_rotations()
-    return Splits(background, held_out, test_groups, LAYOUTS[data.source])
+    return Splits(background, held_out, test_groups, LAYOUTS[data.source], validation)
 
 
 __all__ = [

@@ -84,6 +84,18 @@ def resolve_test_groups(concepts: ConceptSet, test_groups: int | list[str] | str
     return chosen
 
 
+def split_concepts(concepts: ConceptSet, fraction: float, seed: int) -> tuple[ConceptSet, ConceptSet]:
+    """(rest, a seeded `fraction` of the concepts, at least one if fraction > 0)."""
+    if fraction == 0 or len(concepts) == 0:
+        return concepts, concepts.subset([])
+    n = max(1, round(fraction * len(concepts)))
+    if n >= len(concepts):
+        raise DataError(f"split.val_fraction = {fraction} leaves no concept to meta-train on; lower it")
+    chosen = set(np.random.default_rng(seed).choice(len(concepts), size=n, replace=False).tolist())
+    return (concepts.subset([i for i in range(len(concepts)) if i not in chosen]),
+            concepts.subset(sorted(chosen)))
+
+
 def split(concepts: ConceptSet, test_groups: list[str]) -> tuple[ConceptSet, ConceptSet]:
     """(background, held-out): disjoint by group."""
     test = set(test_groups)

@@ -1,0 +1,89 @@
+import csv
+
+import pytest
+import torch
+
+from metagen.checkpoint import load_checkpoint
+from metagen.errors import CheckpointError, TrainingDiverged
+from metagen.train import train
+
+
+def _weights(run):
+    return load_checkpoint(run).model
+
+
+def test_resume_continues_to_the_same_step_and_weights(tmp_path, tiny):
+    straight = train(tiny(train={"steps": 6}), tmp_path / "a", progress=False)
+    train(tiny(train={"steps": 3}), tmp_path / "b", progress=False)
+    resumed = train(tiny(train={"steps": 6}), tmp_path / "b", resume=True, progress=False)
+    assert straight.step == resumed.step == 6
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit: RNG streams and optimizer state restored
+    rows = list(csv.DictReader((tmp_path / "b" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_logs_config_and_tensorboard_are_written(tmp_path, tiny):
+    train(tiny(), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "config.json").is_file()
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    cfg = load_checkpoint(tmp_path / "run").config
+    assert isinstance(cfg.split.test_groups, list)  # the resolved held-out groups are recorded
+
+
+def test_existing_run_is_not_overwritten(tmp_path, tiny):
+    train(tiny(), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="pass --resume"):
+        train(tiny(), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(tiny(), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_resume_with_another_model_is_refused(tmp_path, tiny):
+    train(tiny(), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="learner.name = 'context'.*'maml'"):
+        train(tiny(learner={"name": "maml"}, train={"steps": 8}), tmp_path / "run", resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_good_weights(tmp_path, tiny, monkeypatch):
+    from metagen.meta.context import SetConditioned
+
+    calls = {"n": 0}
+    original = SetConditioned.meta_loss
+
+    def flaky(self, tasks):
+        calls["n"] += 1
+        loss = original(self, tasks)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(SetConditioned, "meta_loss", flaky)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 2; kept the last good weights.*--resume"):
+        train(tiny(train={"steps": 10}), tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.step == 2
+    assert all(torch.isfinite(v).all() for v in ckpt.model.values())
+
+
+def test_validation_keeps_the_best_weights_without_changing_training(tmp_path, tiny):
+    from metagen.checkpoint import checkpoint_path
+
+    split = {"val_fraction": 0.2}
+    plain = train(tiny(split=split, train={"steps": 6}), tmp_path / "plain", progress=False)
+    checked = train(tiny(split=split, train={"steps": 6, "val_every": 2}), tmp_path / "val", progress=False)
+    assert plain.best_val is None and checked.best_val is not None
+    a = _weights(tmp_path / "plain" / "checkpoint.safetensors")
+    b = _weights(tmp_path / "val" / "checkpoint.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # validation draws no training randomness
+    best = load_checkpoint(tmp_path / "val" / "best.safetensors")
+    assert best.step in (2, 4, 6) and best.best_val == checked.best_val
+    assert checkpoint_path(tmp_path / "val").name == "best.safetensors"
+    assert checkpoint_path(tmp_path / "plain").name == "checkpoint.safetensors"
+    rows = list(csv.DictReader((tmp_path / "val" / "log.csv").open()))
+    assert [r["val_loss"] != "" for r in rows] == [False, True, False, True, False, True]
+
+
+def test_validation_needs_validation_concepts(tmp_path, tiny):
+    from metagen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="split.val_fraction"):
+        train(tiny(train={"val_every": 2}), tmp_path / "run", progress=False)
