@@ -19,7 +19,7 @@ from metagen.config import load_config
 from metagen.evaluate import evaluate, markdown_table
 from metagen.train import train
 
-STEPS = {"context": 1500, "unconditional": 1000}
+STEPS = {"context": 1200, "unconditional": 800}
 QUICK_STEPS = {"context": 40, "unconditional": 20}
 IW_SAMPLES = 100  # the demo's importance samples (evaluation default: 1000)
 
