@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("adapt", help="adapt a trained model to a few example images and generate more")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint.safetensors")
-    p.add_argument("--support", nargs="+", required=True, metavar="IMG", help="example images (any size/format)")
+    p.add_argument("--support", nargs="*", required=True, metavar="IMG", help="example images (any size/format)")
     p.add_argument("--n", type=int, default=20, help="number of samples")
     p.add_argument("--out", default="adapted.png", help="PNG grid: the support row, then the samples")
     p.add_argument("--each", default=None, metavar="DIR", help="also write every sample as its own PNG here")
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"metagen: error: {e}", file=sys.stderr)
         return 130 if isinstance(e, Interrupted) else 2
+    except KeyboardInterrupt:
+        print("metagen: interrupted", file=sys.stderr)
+        return 130
 
 
 def cmd_train(args: argparse.Namespace) -> int:
