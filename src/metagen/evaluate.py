@@ -9,6 +9,7 @@ on the same queries. NLL is in nats per image, averaged over a task's queries, t
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ class Method:
 
 def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: int, seed: int = 0,
               bar: tqdm | None = None) -> dict[int, dict[str, Any]]:
-    """Per k in `shots`: mean NLL (nats/image) over tasks, its 95% CI, and the mean adapt time."""
+    """Per k in `shots`: mean NLL (nats/image) over tasks, its 95% CI, the mean adapt time, and how many
+    tasks gave a non-finite likelihood (`diverged`; then the mean is NaN)."""
     out: dict[int, dict[str, Any]] = {}
     for k in shots:
         torch.manual_seed(seed)
@@ -50,9 +52,10 @@ def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: 
             per_task.append(-adapted.log_prob(tasks.query[t], iw_samples=iw_samples).mean().item())
             if bar is not None:
                 bar.update(1)
-        mean, ci = mean_ci(per_task)
-        out[k] = {"nll": mean, "ci95": ci, "n_tasks": len(per_task), "adapt_ms": 1000 * adapt_s / len(per_task),
-                  "per_task": per_task}
+        diverged = sum(not math.isfinite(v) for v in per_task)
+        mean, ci = mean_ci(per_task) if not diverged else (math.nan, math.nan)
+        out[k] = {"nll": mean, "ci95": ci, "n_tasks": len(per_task), "diverged": diverged,
+                  "adapt_ms": 1000 * adapt_s / len(per_task), "per_task": per_task}
     return out
 
 
@@ -133,6 +136,10 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
                 "source": m.source, "train_steps": m.train_steps, "eval_seconds": time.perf_counter() - t0,
                 "nll": {str(k): v for k, v in curve.items()}, "samples_png": grid.name,
             }
+            report.setdefault("notes", []).extend(
+                f"{m.name} gave non-finite log-likelihoods on {v['diverged']} of {v['n_tasks']} tasks at {k} shots: "
+                "its adaptation diverged (for MAML, lower learner.inner_lr or learner.eval_inner_steps)"
+                for k, v in curve.items() if v["diverged"])
     bar.close()
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "report.md", markdown_table(report) + "\n")
@@ -149,10 +156,17 @@ def markdown_table(report: dict[str, Any]) -> str:
              "| method | " + " | ".join(f"{k}-shot NLL" for k in shots) + " | adapt ms/task |",
              "|---|" + "---:|" * (len(shots) + 1)]
     for name, m in report["methods"].items():
-        cells = [f"{m['nll'][k]['nll']:.2f} ± {m['nll'][k]['ci95']:.2f}" for k in shots]
+        cells = [_cell(m["nll"][k]) for k in shots]
         adapt = m["nll"][shots[-1]]["adapt_ms"]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {adapt:.1f} |")
+    lines += [f"\nNote: {n}." for n in report.get("notes", [])]
     return "\n".join(lines)
+
+
+def _cell(r: dict[str, Any]) -> str:
+    if r.get("diverged"):
+        return f"diverged on {r['diverged']}/{r['n_tasks']} tasks"
+    return f"{r['nll']:.2f} ± {r['ci95']:.2f}"
 
 
 def _slug(name: str) -> str:

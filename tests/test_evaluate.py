@@ -1,0 +1,47 @@
+import math
+
+import torch
+
+from metagen.data.episodes import Tasks
+from metagen.evaluate import markdown_table, nll_curve, sample_tasks
+from metagen.meta.base import Adapted
+
+
+class _Const(Adapted):
+    def __init__(self, value: float, support: torch.Tensor) -> None:
+        self.value, self.support = value, support
+
+    def sample(self, n, generator=None):
+        return self.support[:1].expand(n, *self.support.shape[1:])
+
+    def log_prob(self, x, iw_samples=1000):
+        return torch.full((len(x),), -self.value)
+
+
+class _Learner:
+    """Scores every query at NLL = 10 / K; adapting to 2 examples "diverges"."""
+
+    def adapt(self, support):
+        k = len(support)
+        return _Const(math.nan if k == 2 else 10.0 / k, support)
+
+
+def _tasks(T=4, K=3, Q=2):
+    return Tasks(torch.rand(T, K, 1, 4, 4), torch.rand(T, Q, 1, 4, 4), torch.arange(T),
+                 torch.zeros(T, K, dtype=torch.long), torch.zeros(T, Q, dtype=torch.long))
+
+
+def test_nll_curve_uses_k_support_examples_and_flags_divergence():
+    curve = nll_curve(_Learner(), _tasks(), [1, 2, 3], iw_samples=1)
+    assert curve[1]["nll"] == 10.0 and curve[1]["ci95"] == 0.0 and curve[1]["n_tasks"] == 4
+    assert math.isclose(curve[3]["nll"], 10 / 3, rel_tol=1e-6)  # float32 log-likelihoods
+    assert curve[2]["diverged"] == 4 and math.isnan(curve[2]["nll"])
+    report = {"shots": [1, 2], "iw_samples": 1, "methods": {"m": {"nll": {str(k): curve[k] for k in (1, 2)}}},
+              "data": {"source": "s", "held_out_groups": ["g"], "n_tasks": 4, "queries_per_task": 2}}
+    table = markdown_table(report)
+    assert "| m | 10.00 ± 0.00 | diverged on 4/4 tasks |" in table
+
+
+def test_sample_tasks_shape():
+    samples = sample_tasks(_Learner(), _tasks(), shots=2, n=5)
+    assert samples.shape == (4, 5, 1, 4, 4)
