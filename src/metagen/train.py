@@ -142,34 +142,20 @@ class Trainer:
             val_loss: float | str = ""  # the latest validation loss since the last log row
             while self.step < cfg.steps:
                 tasks = self.sampler.sample(cfg.meta_batch, cfg.shots, cfg.queries).to(self.device)
-                loss = self.learner.meta_loss(tasks)
-                self._guard(loss, "loss")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                params = [p for p in self.learner.parameters() if p.grad is not None]
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-                self._guard(grad_norm, "gradient norm")
-                self.optimizer.step()
-                self.step += 1
-                last_loss = loss.item()
+                last_loss, grad_norm = self._optimize(tasks)
                 window_loss += last_loss
                 window_steps += 1
                 window_tasks += len(tasks)
                 bar.update(1)
                 if self.val_tasks is not None and cfg.val_every and self.step % cfg.val_every == 0:
-                    val_loss = self.validate()
-                    if logs is not None:
-                        logs.tb.add_scalar("val/loss", val_loss, self.step)
-                    if self.best_val is None or val_loss < self.best_val:
-                        self.best_val = val_loss
-                        self.save(BEST_NAME)
+                    val_loss = self._validate_and_keep_best(logs)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     rate = window_tasks / max(time.perf_counter() - window_t, 1e-9)
                     row = {"step": self.step, "loss": window_loss / window_steps, "val_loss": val_loss,
-                           "grad_norm": grad_norm.item(),
-                           "shots": tasks.shots, "tasks_per_s": rate, "lr": self.optimizer.param_groups[0]["lr"],
-                           "elapsed_s": time.perf_counter() - t0}
-                    bar.set_postfix(loss=f"{row['loss']:.2f}", tasks_s=f"{rate:.0f}")
+                           "grad_norm": grad_norm, "shots": tasks.shots, "tasks_per_s": rate,
+                           "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
+                    best = {} if self.best_val is None else {"best_val": f"{self.best_val:.2f}"}
+                    bar.set_postfix(loss=f"{row['loss']:.2f}", **best, tasks_s=f"{rate:.0f}")
                     if logs is not None:
                         logs.write(row)
                     window_loss, window_steps, window_tasks, window_t = 0.0, 0, 0, time.perf_counter()
@@ -189,6 +175,28 @@ class Trainer:
             best = f"; best validation loss {self.best_val:.3f}" if self.best_val is not None else ""
             print(f"trained {self.step - start} steps in {seconds:.0f}s; last loss {last_loss:.3f}{best}")
         return TrainResult(self.step, last_loss, seconds, self.checkpoint_file, self.best_val)
+
+    def _optimize(self, tasks: Tasks) -> tuple[float, float]:
+        """One Adam step on the meta-loss of `tasks`; returns (loss, gradient norm before clipping)."""
+        clip = self.config.train.grad_clip if self.config.train.grad_clip > 0 else float("inf")
+        loss = self.learner.meta_loss(tasks)
+        self._guard(loss, "loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.learner.parameters() if p.grad is not None], clip)
+        self._guard(grad_norm, "gradient norm")
+        self.optimizer.step()
+        self.step += 1
+        return loss.item(), grad_norm.item()
+
+    def _validate_and_keep_best(self, logs: _Logs | None) -> float:
+        val_loss = self.validate()
+        if logs is not None:
+            logs.tb.add_scalar("val/loss", val_loss, self.step)
+        if self.best_val is None or val_loss < self.best_val:
+            self.best_val = val_loss
+            self.save(BEST_NAME)
+        return val_loss
 
     def _guard(self, value: torch.Tensor, what: str) -> None:
         """Stop on NaN/inf before the optimizer step, keeping the current (still good) weights."""
