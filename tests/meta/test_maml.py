@@ -10,10 +10,10 @@ from metagen.meta.functional import call
 T, K, Q, STEPS, LR = 3, 4, 2, 2, 0.05
 
 
-def _maml(**learner):
+def _maml(name="maml", **learner):
     cfg = from_dict({"data": {"image_size": 8},
                      "generator": {"name": "vae", "latent_dim": 3, "channels": 4, "hidden": 16},
-                     "learner": {"name": "maml", "inner_steps": STEPS, "inner_lr": LR, **learner}})
+                     "learner": {"name": name, "inner_steps": STEPS, "inner_lr": LR, **learner}})
     torch.manual_seed(0)
     return build_learner(cfg, (1, 8, 8)).double()
 
@@ -23,6 +23,11 @@ def _tasks():
     sup = torch.bernoulli(torch.full((T, K, 1, 8, 8), 0.3, dtype=torch.float64), generator=g)
     qry = torch.bernoulli(torch.full((T, Q, 1, 8, 8), 0.3, dtype=torch.float64), generator=g)
     return Tasks(sup, qry, torch.arange(T), torch.zeros(T, K), torch.zeros(T, Q))
+
+
+def _inner_lr(learner, name):
+    """Meta-SGD's learned rate for parameter `name` (a tensor of its shape), or MAML's scalar."""
+    return learner.inner_lrs[name.replace(".", "__")] if hasattr(learner, "inner_lrs") else LR
 
 
 def _reference(learner, tasks, first_order, reseed_each_task):
@@ -36,14 +41,19 @@ def _reference(learner, tasks, first_order, reseed_each_task):
         for _ in range(STEPS):
             loss = call(learner.generator, p, "loss", tasks.support[t])
             grads = torch.autograd.grad(loss, list(p.values()), create_graph=not first_order)
-            p = {k: v - LR * g for (k, v), g in zip(p.items(), grads, strict=True)}
+            p = {k: v - _inner_lr(learner, k) * g for (k, v), g in zip(p.items(), grads, strict=True)}
         total = total + call(learner.generator, p, "loss", tasks.query[t])
     return total / len(tasks)
 
 
+@pytest.mark.parametrize("name", ["maml", "metasgd"])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_vmapped_meta_gradient_equals_reference_loop(first_order):
-    learner = _maml(first_order=first_order)
+def test_vmapped_meta_gradient_equals_reference_loop(name, first_order):
+    learner = _maml(name, first_order=first_order)
+    if name == "metasgd":  # distinct per-entry rates, so a mix-up of parameters or entries shows
+        with torch.no_grad():
+            for lr in learner.inner_lrs.values():
+                lr.uniform_(0.5 * LR, 1.5 * LR)
     learner.randomness = "same"
     tasks = _tasks()
     torch.manual_seed(123)
@@ -67,8 +77,9 @@ def test_second_and_first_order_gradients_differ():
     assert any(not torch.allclose(a, b) for a, b in zip(*grads, strict=True))
 
 
-def test_loop_path_equals_reference_loop():
-    learner = _maml(vectorize=False)
+@pytest.mark.parametrize("name", ["maml", "metasgd"])
+def test_loop_path_equals_reference_loop(name):
+    learner = _maml(name, vectorize=False)
     tasks = _tasks()
     torch.manual_seed(7)
     ours = torch.autograd.grad(learner.meta_loss(tasks), list(learner.parameters()))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import torch
+from pydantic import AfterValidator
 from torch import nn
 from torch.func import functional_call
 
@@ -21,7 +23,17 @@ def call(module: nn.Module, params: Params, method: str, *args: Any, **kwargs: A
 
 def select(module: nn.Module, pattern: str) -> Params:
     """The named parameters whose names match the regular expression `pattern` (searched, not anchored)."""
-    import re
-
     regex = re.compile(pattern)
     return {n: p for n, p in module.named_parameters() if regex.search(n)}
+
+
+def _check_pattern(v: str) -> str:
+    try:
+        re.compile(v)
+    except re.error as e:
+        raise ValueError(f"not a regular expression ({e})") from None
+    return v
+
+
+# A config field naming parameters by a regular expression over their names ("." = all).
+ParamPattern = Annotated[str, AfterValidator(_check_pattern)]
