@@ -87,3 +87,9 @@ def test_validation_needs_validation_concepts(tmp_path, tiny):
 
     with pytest.raises(ConfigError, match="split.val_fraction"):
         train(tiny(train={"val_every": 2}), tmp_path / "run", progress=False)
+
+
+def test_sgd_optimizer_and_resume_with_another_optimizer_is_refused(tmp_path, tiny):
+    train(tiny(train={"optimizer": "sgd", "lr": 1e-4}), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="train.optimizer = 'sgd'"):
+        train(tiny(train={"steps": 8}), tmp_path / "run", resume=True, progress=False)

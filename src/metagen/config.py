@@ -73,6 +73,7 @@ class TrainConfig(Strict):
     meta_batch: int = Field(16, ge=1)
     shots: tuple[int, int] = (1, 10)  # (min, max): each meta-batch draws its K uniformly in this range
     queries: int = Field(5, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"  # outer optimizer; plain SGD makes Reptile's lr its step size eps
     lr: float = Field(1e-3, gt=0)
     grad_clip: float = Field(10.0, ge=0)  # 0 disables clipping
     seed: int = 0

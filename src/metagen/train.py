@@ -68,7 +68,8 @@ class Trainer:
         self.progress = progress
         self.device = resolve_device(config.train.device)
         self.learner.to(self.device)
-        self.optimizer = torch.optim.Adam(learner.parameters(), lr=config.train.lr)
+        optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config.train.optimizer]
+        self.optimizer = optimizer(learner.parameters(), lr=config.train.lr)
         self.step = 0
         self.best_val: float | None = None
 
@@ -110,6 +111,9 @@ class Trainer:
                 raise CheckpointError(
                     f"'{self.checkpoint_file}' was trained with {section}.{key} = {a.get(key)!r}, the config "
                     f"now says {b.get(key)!r}; resume with the original config or use a new --out")
+        if ckpt.config.train.optimizer != self.config.train.optimizer:
+            raise CheckpointError(f"'{self.checkpoint_file}' was trained with train.optimizer = "
+                                  f"{ckpt.config.train.optimizer!r}; resume with the same optimizer or use a new --out")
         load_model_state(self.learner, ckpt)
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
@@ -132,6 +136,12 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
         if not resume:
             torch.manual_seed(cfg.seed)
+        if not self.learner.meta_trained:
+            self.save()
+            if self.progress:
+                print(f"learner '{self.config.learner.name}' has nothing to meta-train (it trains on each support "
+                      f"set when adapting); its initialisation is saved in '{self.checkpoint_file}'")
+            return TrainResult(self.step, float("nan"), 0.0, self.checkpoint_file)
         logs = _Logs(self.run_dir, self.step) if self.run_dir is not None else None
         self.learner.train()
         start, last_loss, t0 = self.step, float("nan"), time.perf_counter()
@@ -177,7 +187,7 @@ class Trainer:
         return TrainResult(self.step, last_loss, seconds, self.checkpoint_file, self.best_val)
 
     def _optimize(self, tasks: Tasks) -> tuple[float, float]:
-        """One Adam step on the meta-loss of `tasks`; returns (loss, gradient norm before clipping)."""
+        """One optimizer step on the meta-loss of `tasks`; returns (loss, gradient norm before clipping)."""
         clip = self.config.train.grad_clip if self.config.train.grad_clip > 0 else float("inf")
         loss = self.learner.meta_loss(tasks)
         self._guard(loss, "loss")
