@@ -5,7 +5,7 @@ import torch
 
 from metagen.config import from_dict
 from metagen.data.episodes import Tasks
-from metagen.errors import DataError
+from metagen.errors import ConfigError, DataError
 from metagen.meta import build_learner
 from metagen.registry import LEARNERS
 
@@ -13,7 +13,11 @@ GEN = {"name": "vae", "latent_dim": 4, "channels": 4, "hidden": 16}
 LEARNER_CFG = {
     "context": {"context_dim": 4, "hidden": 16, "channels": 4},
     "maml": {"inner_steps": 1, "eval_inner_steps": 2, "inner_lr": 0.01},
+    "metasgd": {"inner_steps": 1, "eval_inner_steps": 2, "inner_lr": 0.01},
+    "reptile": {"inner_steps": 2, "eval_inner_steps": 2, "inner_lr": 0.01},
     "unconditional": {},
+    "finetune": {"finetune_steps": 2},
+    "scratch": {"finetune_steps": 2},
     "copy": {},
 }
 
@@ -37,6 +41,10 @@ def _tasks(T=3, K=4, Q=2):
 
 
 def test_meta_loss_is_a_finite_scalar_with_gradients(learner):
+    if not learner.meta_trained:
+        with pytest.raises(ConfigError, match="nothing to meta-train"):
+            learner.meta_loss(_tasks())
+        return
     loss = learner.meta_loss(_tasks())
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
@@ -66,7 +74,7 @@ def test_bad_support_sets_are_clear_errors(learner):
 
 
 def test_prior_samples_or_says_why_not(learner):
-    if learner.uses_generator:
+    if learner.uses_generator and learner.meta_trained:
         assert learner.prior().sample(3).shape == (3, 1, 28, 28)
     else:
         with pytest.raises(DataError, match="cannot generate without a support set"):

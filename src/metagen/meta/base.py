@@ -45,6 +45,7 @@ class MetaLearner(nn.Module):
 
     Config: ClassVar[type[LearnerConfig]]
     uses_generator: ClassVar[bool] = True  # False for learners with no base generator (copy)
+    meta_trained: ClassVar[bool] = True  # False for learners that only train at adapt time (scratch)
 
     def __init__(self, cfg: LearnerConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         super().__init__()
