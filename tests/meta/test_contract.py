@@ -16,6 +16,7 @@ LEARNER_CFG = {
     "metasgd": {"inner_steps": 1, "eval_inner_steps": 2, "inner_lr": 0.01},
     "reptile": {"inner_steps": 2, "eval_inner_steps": 2, "inner_lr": 0.01},
     "unconditional": {},
+    "hyper": {"code_dim": 4, "hidden": 16, "channels": 4, "rank": 2},
     "finetune": {"finetune_steps": 2},
     "scratch": {"finetune_steps": 2},
     "copy": {},

@@ -1,16 +1,17 @@
 """Meta-learners, one file per family; importing this package registers them all."""
 
-from metagen.meta import baselines, context, finetune, maml, metasgd, reptile
+from metagen.meta import baselines, context, finetune, hyper, maml, metasgd, reptile
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner, build_learner
 from metagen.meta.baselines import CopySupport, Unconditional
 from metagen.meta.context import SetConditioned
 from metagen.meta.finetune import FineTune, Scratch
+from metagen.meta.hyper import HyperNetwork
 from metagen.meta.maml import MAML
 from metagen.meta.metasgd import MetaSGD
 from metagen.meta.reptile import Reptile
 
 __all__ = [
-    "MAML", "Adapted", "CopySupport", "FineTune", "GeneratorAdapted", "MetaLearner", "MetaSGD", "Reptile", "Scratch",
-    "SetConditioned", "Unconditional", "baselines", "build_learner", "context", "finetune", "maml", "metasgd",
-    "reptile",
+    "MAML", "Adapted", "CopySupport", "FineTune", "GeneratorAdapted", "HyperNetwork", "MetaLearner", "MetaSGD",
+    "Reptile", "Scratch", "SetConditioned", "Unconditional", "baselines", "build_learner", "context", "finetune",
+    "hyper", "maml", "metasgd", "reptile",
 ]
