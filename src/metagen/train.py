@@ -20,6 +20,7 @@ from metagen.checkpoint import (
 )
 from metagen.config import Config
 from metagen.data import EpisodeSampler, Splits, Tasks, fixed_tasks, load_splits
+from metagen.distributed import Group, close_group, device_for, init_group
 from metagen.errors import CheckpointError, ConfigError, MetagenError, TrainingDiverged
 from metagen.meta.base import MetaLearner, build_learner
 
@@ -58,15 +59,18 @@ class Trainer:
     """Meta-trains `learner` on tasks from `sampler`; with a `run_dir`, logs and checkpoints there.
 
     With `val_tasks` and `train.val_every`, the validation loss is measured every `val_every` steps and the
-    best weights so far are kept in `best.safetensors`.
+    best weights so far are kept in `best.safetensors`. With a multi-process `group` (torchrun), each process
+    takes a shard of every meta-batch and only rank 0 writes (see metagen.distributed).
     """
 
     def __init__(self, config: Config, learner: MetaLearner, sampler: EpisodeSampler, run_dir: Path | None = None,
-                 progress: bool = True, val_tasks: Tasks | None = None) -> None:
+                 progress: bool = True, val_tasks: Tasks | None = None, group: Group | None = None) -> None:
         self.config, self.learner, self.sampler, self.val_tasks = config, learner, sampler, val_tasks
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
-        self.device = resolve_device(config.train.device)
+        self.group = group or Group()
+        self.writes = self.run_dir is not None and self.group.is_main
+        self.progress = progress and self.group.is_main
+        self.device = device_for(self.group, resolve_device(config.train.device))
         self.learner.to(self.device)
         optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config.train.optimizer]
         self.optimizer = optimizer(learner.parameters(), lr=config.train.lr)
@@ -78,7 +82,7 @@ class Trainer:
         return self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
 
     def save(self, name: str = CHECKPOINT_NAME) -> None:
-        if self.run_dir is not None:
+        if self.writes:
             save_checkpoint(self.run_dir / name, self.config, self.step, self.learner, self.optimizer,
                             self.sampler.state_dict(), self.best_val)
 
@@ -133,16 +137,19 @@ class Trainer:
             elif self.checkpoint_file.is_file():
                 raise CheckpointError(f"'{self.run_dir}' already holds a checkpoint; pass --resume to continue it "
                                       "or choose a new --out")
-            atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
+            if self.writes:
+                atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
         if not resume:
             torch.manual_seed(cfg.seed)
+        if self.group.world > 1:  # each process its own noise (the checkpoint holds rank 0's stream only)
+            torch.manual_seed(cfg.seed + self.group.rank + 7919 * self.step)
         if not self.learner.meta_trained:
             self.save()
             if self.progress:
                 print(f"learner '{self.config.learner.name}' has nothing to meta-train (it trains on each support "
                       f"set when adapting); its initialisation is saved in '{self.checkpoint_file}'")
             return TrainResult(self.step, float("nan"), 0.0, self.checkpoint_file)
-        logs = _Logs(self.run_dir, self.step) if self.run_dir is not None else None
+        logs = _Logs(self.run_dir, self.step) if self.writes else None
         self.learner.train()
         start, last_loss, t0 = self.step, float("nan"), time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.config.learner.name}", unit="step",
@@ -189,15 +196,20 @@ class Trainer:
     def _optimize(self, tasks: Tasks) -> tuple[float, float]:
         """One optimizer step on the meta-loss of `tasks`; returns (loss, gradient norm before clipping)."""
         clip = self.config.train.grad_clip if self.config.train.grad_clip > 0 else float("inf")
-        loss = self.learner.meta_loss(tasks)
-        self._guard(loss, "loss")
+        shard, weight = self.group.shard(tasks)
+        loss = self.learner.meta_loss(shard) * weight  # this process's share of the meta-batch mean
+        total = loss.detach().clone()
+        self.group.sum_([total])  # the whole meta-batch's loss, the same on every process
+        self._guard(total, "loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.learner.parameters() if p.grad is not None], clip)
+        params = list(self.learner.parameters())
+        self.group.sum_grads_(params)
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
         self._guard(grad_norm, "gradient norm")
         self.optimizer.step()
         self.step += 1
-        return loss.item(), grad_norm.item()
+        return total.item(), grad_norm.item()
 
     def _validate_and_keep_best(self, logs: _Logs | None) -> float:
         val_loss = self.validate()
@@ -213,7 +225,7 @@ class Trainer:
         if torch.isfinite(value):
             return
         self.save()
-        kept = f"kept the last good weights in '{self.checkpoint_file}'; " if self.run_dir else ""
+        kept = f"kept the last good weights in '{self.checkpoint_file}'; " if self.writes else ""
         raise TrainingDiverged(f"{what} became {value.item()} at step {self.step}; {kept}lower train.lr "
                                f"(now {self.config.train.lr:g}) or train.grad_clip and rerun with --resume")
 
@@ -258,7 +270,11 @@ def train(config: Config, run_dir: str | Path | None, resume: bool = False, data
     config, splits, learner = prepare(config, data_dir)
     sampler = EpisodeSampler(splits.background, seed=config.train.seed)
     run = Path(run_dir) if run_dir else None
-    return Trainer(config, learner, sampler, run, progress, validation_tasks(config, splits)).fit(resume=resume)
+    group = init_group(config.train.device)
+    try:
+        return Trainer(config, learner, sampler, run, progress, validation_tasks(config, splits), group).fit(resume)
+    finally:
+        close_group(group)
 
 
 def validation_tasks(config: Config, splits: Splits) -> Tasks | None:
