@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,6 +39,26 @@ class ConvDecoder(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.deconv(self.fc(h).view(-1, *self.shape))
+
+
+class CrossAttention(nn.Module):
+    """Queries [B, query_dim] attend over memories [B, M, memory_dim] -> [B, dim]; invariant to the order of M."""
+
+    def __init__(self, query_dim: int, memory_dim: int, dim: int, heads: int = 4) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} must be a multiple of its {heads} heads")
+        self.heads = heads
+        self.q = nn.Linear(query_dim, dim)
+        self.kv = nn.Linear(memory_dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        B, M, _ = memory.shape
+        H = self.heads
+        q = self.q(query).view(B, H, 1, -1)  # [B, H, 1, d]
+        k, v = self.kv(memory).view(B, M, 2, H, -1).permute(2, 0, 3, 1, 4)  # each [B, H, M, d]
+        return self.out(F.scaled_dot_product_attention(q, k, v).reshape(B, -1))  # [B, dim]
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:

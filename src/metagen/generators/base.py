@@ -8,16 +8,20 @@ import torch
 from torch import nn
 
 from metagen.config import GeneratorConfig
-from metagen.errors import DataError
+from metagen.errors import ConfigError, DataError
 
 
 class Generator(nn.Module):
-    """A generative model of examples `x: [B, *example_shape]`, optionally conditioned on `cond: [B, D]` or `[D]`.
+    """A generative model of examples `x: [B, *example_shape]`, optionally conditioned on a task.
 
-    - `loss(x, cond=None)`: scalar training loss per example (for likelihood models, nats per example);
-    - `sample(n, cond=None, generator=None)`: `[n, *example_shape]` new examples;
-    - `log_prob(x, cond=None, iw_samples=...)`: `[B]` log-likelihood in nats (a bound where the family only
-      has one; exact families ignore `iw_samples`).
+    Two kinds of conditioning, both optional: a context vector `cond: [B, D]` or `[D]` (built with
+    `cond_dim`), and a memory of support embeddings `memory: [B, M, E]` or `[M, E]` that the model attends
+    over while generating (built with `memory_dim`; families without attention reject it).
+
+    - `loss(x, cond=None, memory=None)`: scalar training loss per example (nats per example for likelihoods);
+    - `sample(n, cond=None, memory=None, generator=None)`: `[n, *example_shape]` new examples;
+    - `log_prob(x, cond=None, memory=None, iw_samples=...)`: `[B]` log-likelihood in nats (a bound where the
+      family only has one; exact families ignore `iw_samples`).
 
     `forward(method, *args)` dispatches to one of these, so `torch.func.functional_call` can run any of them
     with swapped parameters (see `metagen.meta.functional.call`).
@@ -25,23 +29,29 @@ class Generator(nn.Module):
 
     Config: ClassVar[type[GeneratorConfig]]
     has_log_prob: ClassVar[bool] = True
+    supports_memory: ClassVar[bool] = False
 
-    def __init__(self, example_shape: tuple[int, ...], cond_dim: int = 0) -> None:
+    def __init__(self, example_shape: tuple[int, ...], cond_dim: int = 0, memory_dim: int = 0) -> None:
         super().__init__()
         self.example_shape = tuple(example_shape)
-        self.cond_dim = cond_dim
+        self.cond_dim, self.memory_dim = cond_dim, memory_dim
+        if memory_dim and not self.supports_memory:
+            raise ConfigError(f"generator '{type(self).__name__}' cannot attend over a support set; "
+                              "choose another generator.name or learner")
 
     def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self, method)(*args, **kwargs)
 
-    def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+             memory: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, n: int, cond: torch.Tensor | None = None,
+    def sample(self, n: int, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, iw_samples: int = 1000) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+                 iw_samples: int = 1000) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no likelihood")
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -63,8 +73,24 @@ class Generator(nn.Module):
             raise ValueError(f"context must be [{batch}, {self.cond_dim}] or [{self.cond_dim}], got {list(cond.shape)}")
         return cond
 
+    def expand_memory(self, memory: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """`memory` as [batch, M, memory_dim] (a single [M, memory_dim] set is shared), or None."""
+        if self.memory_dim == 0:
+            if memory is not None:
+                raise ValueError(f"{type(self).__name__} was built without attention but got a memory")
+            return None
+        if memory is None:
+            raise ValueError(f"{type(self).__name__} needs a memory of support embeddings [M, {self.memory_dim}]")
+        if memory.dim() == 2:
+            memory = memory.expand(batch, -1, -1)
+        if memory.dim() != 3 or memory.shape[0] != batch or memory.shape[2] != self.memory_dim:
+            raise ValueError(f"memory must be [{batch}, M, {self.memory_dim}] or [M, {self.memory_dim}], "
+                             f"got {list(memory.shape)}")
+        return memory
 
-def build_generator(cfg: GeneratorConfig, example_shape: tuple[int, ...], cond_dim: int = 0) -> Generator:
+
+def build_generator(cfg: GeneratorConfig, example_shape: tuple[int, ...], cond_dim: int = 0,
+                    memory_dim: int = 0) -> Generator:
     from metagen.registry import GENERATORS
 
-    return GENERATORS.get(cfg.name)(cfg, example_shape, cond_dim)
+    return GENERATORS.get(cfg.name)(cfg, example_shape, cond_dim, memory_dim)

@@ -2,6 +2,9 @@
 
 With a context c (cond_dim > 0) every distribution sees it: prior p(z|c), encoder q(z|x,c), decoder p(x|z,c)
 (Bernoulli pixels), as in the Neural Statistician's conditional VAE. Without one the prior is N(0, I).
+With a memory of support embeddings (memory_dim > 0) the encoder attends over it with the image's features
+and the decoder with the latent z (Generative Matching Networks, Bartunov & Vetrov 2018): what the model
+draws is read from the support examples that z points at.
 `log_prob` is the importance-weighted bound of Burda et al. (2016):
     log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x),
 which tightens as k grows and equals the ELBO at k = 1.
@@ -18,7 +21,7 @@ from pydantic import Field
 
 from metagen.config import GeneratorConfig
 from metagen.generators.base import Generator
-from metagen.nets import ConvDecoder, ConvEncoder, gaussian_kl, gaussian_log_prob, mlp
+from metagen.nets import ConvDecoder, ConvEncoder, CrossAttention, gaussian_kl, gaussian_log_prob, mlp
 from metagen.registry import GENERATORS
 
 
@@ -28,27 +31,39 @@ class VAEConfig(GeneratorConfig):
     channels: int = Field(32, ge=1)  # width of the first conv layer; the second has twice as many
     hidden: int = Field(256, ge=1)
     iw_chunk: int = Field(4096, ge=1)  # images decoded at once when estimating log_prob
+    attn_dim: int = Field(64, ge=1)  # width of the attention readouts (with a memory only)
+    attn_heads: int = Field(4, ge=1)
 
 
 @GENERATORS.register("vae")
 class ConvVAE(Generator):
     Config = VAEConfig
+    supports_memory = True
 
-    def __init__(self, cfg: VAEConfig, example_shape: tuple[int, ...], cond_dim: int = 0) -> None:
-        super().__init__(example_shape, cond_dim)
+    def __init__(self, cfg: VAEConfig, example_shape: tuple[int, ...], cond_dim: int = 0,
+                 memory_dim: int = 0) -> None:
+        super().__init__(example_shape, cond_dim, memory_dim)
         channels, size = example_shape[0], example_shape[-1]
         self.latent_dim, self.iw_chunk = cfg.latent_dim, cfg.iw_chunk
+        read = cfg.attn_dim if memory_dim else 0  # width of an attention readout
         self.features = ConvEncoder(channels, size, cfg.channels, cfg.hidden)
-        self.q_head = mlp(cfg.hidden + cond_dim, cfg.hidden, 2 * cfg.latent_dim)
+        self.q_head = mlp(cfg.hidden + cond_dim + read, cfg.hidden, 2 * cfg.latent_dim)
         self.prior_head = mlp(cond_dim, cfg.hidden, 2 * cfg.latent_dim) if cond_dim else None
-        self.decoder = ConvDecoder(cfg.latent_dim + cond_dim, channels, size, cfg.channels)
+        self.decoder = ConvDecoder(cfg.latent_dim + cond_dim + read, channels, size, cfg.channels)
+        if memory_dim:
+            self.enc_attn = CrossAttention(cfg.hidden, memory_dim, cfg.attn_dim, cfg.attn_heads)
+            self.dec_attn = CrossAttention(cfg.latent_dim, memory_dim, cfg.attn_dim, cfg.attn_heads)
 
     # -- the three distributions -------------------------------------------------------------------------
-    def posterior(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior(self, x: torch.Tensor, cond: torch.Tensor | None,
+                  memory: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(x)  # [B, hidden]
+        parts = [h]
         if cond is not None:
-            h = torch.cat([h, cond], -1)
-        mu, logvar = self.q_head(h).chunk(2, -1)  # [B, D] each
+            parts.append(cond)
+        if memory is not None:
+            parts.append(self.enc_attn(h, memory))  # [B, attn_dim]
+        mu, logvar = self.q_head(torch.cat(parts, -1)).chunk(2, -1)  # [B, D] each
         return mu, logvar.clamp(-12, 8)
 
     def prior(self, cond: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -57,28 +72,34 @@ class ConvVAE(Generator):
         mu, logvar = self.prior_head(cond).chunk(2, -1)
         return mu, logvar.clamp(-12, 8)
 
-    def decode(self, z: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None, memory: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [z]
         if cond is not None:
-            z = torch.cat([z, cond], -1)
-        return self.decoder(z)  # [B, C, H, W] Bernoulli logits
+            parts.append(cond)
+        if memory is not None:
+            parts.append(self.dec_attn(z, memory))  # [B, attn_dim]
+        return self.decoder(torch.cat(parts, -1))  # [B, C, H, W] Bernoulli logits
 
     # -- the generator surface ---------------------------------------------------------------------------
-    def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+             memory: torch.Tensor | None = None) -> torch.Tensor:
         """Negative ELBO in nats per example, averaged over the batch."""
         self.check_input(x)
-        cond = self.expand_cond(cond, x.shape[0])
-        mu, logvar = self.posterior(x, cond)
+        cond, memory = self.expand_cond(cond, x.shape[0]), self.expand_memory(memory, x.shape[0])
+        mu, logvar = self.posterior(x, cond, memory)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # [B, D]
-        rec = F.binary_cross_entropy_with_logits(self.decode(z, cond), x, reduction="none").flatten(1).sum(-1)
+        logits = self.decode(z, cond, memory)
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(-1)
         kl = gaussian_kl(mu, logvar, *self.prior(cond))  # [B]
         return (rec + kl).mean()
 
-    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, iw_samples: int = 1000) -> torch.Tensor:
-        """Importance-weighted lower bound on log p(x | cond) in nats, [B]."""
+    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+                 iw_samples: int = 1000) -> torch.Tensor:
+        """Importance-weighted lower bound on log p(x | cond, memory) in nats, [B]."""
         self.check_input(x)
         B = x.shape[0]
-        cond = self.expand_cond(cond, B)
-        mu, logvar = self.posterior(x, cond)  # [B, D]
+        cond, memory = self.expand_cond(cond, B), self.expand_memory(memory, B)
+        mu, logvar = self.posterior(x, cond, memory)  # [B, D]
         p_mu, p_logvar = self.prior(cond)
         if p_mu is None:
             p_mu, p_logvar = torch.zeros_like(mu), torch.zeros_like(logvar)
@@ -88,20 +109,21 @@ class ConvVAE(Generator):
             k = min(chunk, iw_samples - start)
             z = mu + torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device) * (0.5 * logvar).exp()  # [k, B, D]
             c = None if cond is None else cond.expand(k, -1, -1).reshape(k * B, -1)
-            logits = self.decode(z.reshape(k * B, -1), c).view(k, B, *x.shape[1:])
+            m = None if memory is None else memory.expand(k, -1, -1, -1).reshape(k * B, *memory.shape[1:])
+            logits = self.decode(z.reshape(k * B, -1), c, m).view(k, B, *x.shape[1:])
             log_px = -F.binary_cross_entropy_with_logits(logits, x.expand(k, *x.shape), reduction="none")
             log_w.append(log_px.flatten(2).sum(-1) + gaussian_log_prob(z, p_mu, p_logvar)
                          - gaussian_log_prob(z, mu, logvar))  # [k, B]
         return torch.logsumexp(torch.cat(log_w), 0) - math.log(iw_samples)
 
-    def sample(self, n: int, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               binary: bool = False) -> torch.Tensor:
+    def sample(self, n: int, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, binary: bool = False) -> torch.Tensor:
         """`n` images: pixel probabilities in [0, 1] (the decoder's mean), or Bernoulli draws if `binary`."""
-        cond = self.expand_cond(cond, n)
+        cond, memory = self.expand_cond(cond, n), self.expand_memory(memory, n)
         p_mu, p_logvar = self.prior(cond)
         device = next(self.parameters()).device
         dtype = next(self.parameters()).dtype
         eps = torch.randn(n, self.latent_dim, generator=generator, device=device, dtype=dtype)
         z = eps if p_mu is None else p_mu + eps * (0.5 * p_logvar).exp()
-        probs = torch.sigmoid(self.decode(z, cond))
+        probs = torch.sigmoid(self.decode(z, cond, memory))
         return torch.bernoulli(probs, generator=generator) if binary else probs

@@ -1,6 +1,7 @@
 """Meta-learners, one file per family; importing this package registers them all."""
 
-from metagen.meta import baselines, context, finetune, hyper, maml, metasgd, reptile
+from metagen.meta import attention, baselines, context, finetune, hyper, maml, metasgd, reptile
+from metagen.meta.attention import SupportAttention
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner, build_learner
 from metagen.meta.baselines import CopySupport, Unconditional
 from metagen.meta.context import SetConditioned
@@ -12,6 +13,6 @@ from metagen.meta.reptile import Reptile
 
 __all__ = [
     "MAML", "Adapted", "CopySupport", "FineTune", "GeneratorAdapted", "HyperNetwork", "MetaLearner", "MetaSGD",
-    "Reptile", "Scratch", "SetConditioned", "Unconditional", "baselines", "build_learner", "context", "finetune",
-    "hyper", "maml", "metasgd", "reptile",
+    "Reptile", "Scratch", "SetConditioned", "SupportAttention", "Unconditional", "attention", "baselines",
+    "build_learner", "context", "finetune", "hyper", "maml", "metasgd", "reptile",
 ]

@@ -27,17 +27,19 @@ class Adapted:
 
 
 class GeneratorAdapted(Adapted):
-    """A base generator run with task-specific parameters and/or a task context vector."""
+    """A base generator run with task-specific parameters, a task context vector and/or a support memory."""
 
-    def __init__(self, generator: Generator, params: Params | None = None, cond: torch.Tensor | None = None) -> None:
-        self.generator, self.params, self.cond = generator, params or {}, cond
+    def __init__(self, generator: Generator, params: Params | None = None, cond: torch.Tensor | None = None,
+                 memory: torch.Tensor | None = None) -> None:
+        self.generator, self.params, self.cond, self.memory = generator, params or {}, cond, memory
         self.has_log_prob = generator.has_log_prob
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return call(self.generator, self.params, "sample", n, cond=self.cond, generator=generator)
+        return call(self.generator, self.params, "sample", n, cond=self.cond, memory=self.memory, generator=generator)
 
     def log_prob(self, x: torch.Tensor, iw_samples: int = 1000) -> torch.Tensor:
-        return call(self.generator, self.params, "log_prob", x, cond=self.cond, iw_samples=iw_samples)
+        return call(self.generator, self.params, "log_prob", x, cond=self.cond, memory=self.memory,
+                    iw_samples=iw_samples)
 
 
 class MetaLearner(nn.Module):
