@@ -13,7 +13,8 @@ T, K, Q = 3, 4, 2
 def _hyper(**learner):
     cfg = from_dict({"data": {"image_size": 8},
                      "generator": {"name": "vae", "latent_dim": 3, "channels": 4, "hidden": 16},
-                     "learner": {"name": "hyper", "code_dim": 5, "hidden": 16, "channels": 4, **learner}})
+                     "learner": {"name": "hyper", "code_dim": 5, "hidden": 16, "channels": 4, "vectorize": "vmap",
+                                 **learner}})
     torch.manual_seed(0)
     learner = build_learner(cfg, (1, 8, 8)).double()
     with torch.no_grad():  # trained-looking heads: the zero init would emit the same weights for every set

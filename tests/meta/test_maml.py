@@ -49,7 +49,7 @@ def _reference(learner, tasks, first_order, reseed_each_task):
 @pytest.mark.parametrize("name", ["maml", "metasgd"])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_vmapped_meta_gradient_equals_reference_loop(name, first_order):
-    learner = _maml(name, first_order=first_order)
+    learner = _maml(name, first_order=first_order, vectorize="vmap")
     if name == "metasgd":  # distinct per-entry rates, so a mix-up of parameters or entries shows
         with torch.no_grad():
             for lr in learner.inner_lrs.values():
@@ -70,7 +70,7 @@ def test_second_and_first_order_gradients_differ():
     tasks = _tasks()
     grads = []
     for fo in (False, True):
-        learner = _maml(first_order=fo)
+        learner = _maml(first_order=fo, vectorize="vmap")
         learner.randomness = "same"
         torch.manual_seed(123)
         grads.append(torch.autograd.grad(learner.meta_loss(tasks), list(learner.parameters())))
@@ -79,7 +79,7 @@ def test_second_and_first_order_gradients_differ():
 
 @pytest.mark.parametrize("name", ["maml", "metasgd"])
 def test_loop_path_equals_reference_loop(name):
-    learner = _maml(name, vectorize=False)
+    learner = _maml(name, vectorize="loop")
     tasks = _tasks()
     torch.manual_seed(7)
     ours = torch.autograd.grad(learner.meta_loss(tasks), list(learner.parameters()))
@@ -111,3 +111,16 @@ def test_adapt_params_pattern_selects_what_adapts():
         _maml(adapt_params="^nothing$")
     with pytest.raises(ConfigError, match="not a regular expression"):
         _maml(adapt_params="(")
+
+
+def test_auto_runs_the_loop_on_cpu_and_bools_still_work():
+    assert _maml().cfg.vectorize == "auto"
+    assert _maml(vectorize=True).cfg.vectorize == "vmap" and _maml(vectorize=False).cfg.vectorize == "loop"
+    learner, tasks = _maml(), _tasks()
+    torch.manual_seed(7)
+    auto = learner.meta_loss(tasks)
+    learner.cfg.vectorize = "loop"
+    torch.manual_seed(7)
+    assert torch.equal(auto, learner.meta_loss(tasks))
+    with pytest.raises(ConfigError, match="vectorize"):
+        _maml(vectorize="sometimes")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from torch import nn
 from torch.func import functional_call
 
@@ -27,6 +27,11 @@ def select(module: nn.Module, pattern: str) -> Params:
     return {n: p for n, p in module.named_parameters() if regex.search(n)}
 
 
+def task_slice(batch: Any, t: int) -> Any:
+    """Task `t` of a batch: a tensor [T, ...], or a tuple of them (e.g. images and labels)."""
+    return tuple(task_slice(b, t) for b in batch) if isinstance(batch, tuple) else batch[t]
+
+
 def _check_pattern(v: str) -> str:
     try:
         re.compile(v)
@@ -37,3 +42,19 @@ def _check_pattern(v: str) -> str:
 
 # A config field naming parameters by a regular expression over their names ("." = all).
 ParamPattern = Annotated[str, AfterValidator(_check_pattern)]
+
+
+def _vectorize_mode(v: Any) -> Any:
+    return {True: "vmap", False: "loop"}.get(v, v) if isinstance(v, bool) else v
+
+
+# How the gradient-based learners run the tasks of a meta-batch: "vmap" (torch.func.vmap over tasks),
+# "loop" (one task at a time), or "auto": vmap on CUDA, the loop on CPU. On CPU the loop measured faster
+# (benchmarks/meta_speed.py, docs/benchmarks.md): batched per-task weights make T-times larger activations
+# that fall out of cache, while one task's fit in it. true / false are accepted for vmap / loop.
+Vectorize = Annotated[Literal["auto", "vmap", "loop"], BeforeValidator(_vectorize_mode)]
+
+
+def use_vmap(mode: str, device: torch.device) -> bool:
+    """Whether `mode` (a `Vectorize` value) means vmap for a model on `device`."""
+    return mode == "vmap" or (mode == "auto" and device.type == "cuda")

@@ -27,7 +27,7 @@ from metagen.errors import ConfigError
 from metagen.generators.base import build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
 from metagen.meta.context import SetEncoder
-from metagen.meta.functional import ParamPattern, Params, call, select
+from metagen.meta.functional import ParamPattern, Params, Vectorize, call, select, use_vmap
 from metagen.nets import gaussian_kl
 from metagen.registry import LEARNERS
 
@@ -41,7 +41,7 @@ class HyperConfig(LearnerConfig):
     rank: int = Field(4, ge=0)  # 0: emit full weights; r > 0: low-rank deltas for matrices and kernels
     kl_weight: float = Field(0.1, ge=0)
     init_logvar: float = Field(-6.0, le=0)
-    vectorize: bool = True  # vmap over the tasks of a meta-batch; False runs them in a Python loop
+    vectorize: Vectorize = "auto"  # "vmap", "loop" or "auto" (vmap on CUDA, loop on CPU)
 
 
 class WeightHead(nn.Module):
@@ -100,7 +100,7 @@ class HyperNetwork(MetaLearner):
         def task_loss(p: Params, query: torch.Tensor) -> torch.Tensor:
             return call(self.generator, p, "loss", query)
 
-        if self.cfg.vectorize:
+        if use_vmap(self.cfg.vectorize, next(self.parameters()).device):
             nll = vmap(task_loss, randomness=self.randomness)(params, tasks.query)  # [T]
         else:
             nll = torch.stack([task_loss({k: v[t] for k, v in params.items()}, q) for t, q in enumerate(tasks.query)])

@@ -21,7 +21,7 @@ from metagen.data.episodes import Tasks
 from metagen.errors import ConfigError
 from metagen.generators.base import build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
-from metagen.meta.functional import ParamPattern, Params, call, select
+from metagen.meta.functional import ParamPattern, Params, Vectorize, call, select, task_slice, use_vmap
 from metagen.registry import LEARNERS
 
 
@@ -32,7 +32,7 @@ class MAMLConfig(LearnerConfig):
     inner_lr: float = Field(1e-3, gt=0)
     first_order: bool = False
     adapt_params: ParamPattern = "."  # regex over generator parameter names adapted in the inner loop ("." = all)
-    vectorize: bool = True  # vmap over the tasks of a meta-batch; False runs them in a Python loop
+    vectorize: Vectorize = "auto"  # "vmap", "loop" or "auto" (vmap on CUDA, loop on CPU)
 
 
 @LEARNERS.register("maml")
@@ -66,12 +66,12 @@ class MAML(MetaLearner):
 
     def meta_loss(self, tasks: Tasks) -> torch.Tensor:
         params = select(self.generator, self.cfg.adapt_params)
-        if self.cfg.vectorize:
+        if use_vmap(self.cfg.vectorize, next(self.parameters()).device):
             losses = vmap(self.task_loss, in_dims=(None, 0, 0), randomness=self.randomness)(
                 params, tasks.support, tasks.query)  # [T]
         else:
-            pairs = zip(tasks.support, tasks.query, strict=True)
-            losses = torch.stack([self.task_loss(params, s, q) for s, q in pairs])
+            losses = torch.stack([self.task_loss(params, task_slice(tasks.support, t), task_slice(tasks.query, t))
+                                  for t in range(len(tasks))])
         return losses.mean()
 
     def adapt(self, support: torch.Tensor) -> Adapted:

@@ -24,7 +24,7 @@ from metagen.data.episodes import Tasks
 from metagen.errors import ConfigError
 from metagen.generators.base import build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
-from metagen.meta.functional import ParamPattern, Params, call, select
+from metagen.meta.functional import ParamPattern, Params, Vectorize, call, select, use_vmap
 from metagen.registry import LEARNERS
 
 
@@ -34,7 +34,7 @@ class ReptileConfig(LearnerConfig):
     eval_inner_steps: int = Field(20, ge=0)  # steps taken by `adapt` at evaluation time
     inner_lr: float = Field(1e-3, gt=0)
     adapt_params: ParamPattern = "."  # regex over generator parameter names adapted in the inner loop ("." = all)
-    vectorize: bool = True  # vmap over the tasks of a meta-batch; False runs them in a Python loop
+    vectorize: Vectorize = "auto"  # "vmap", "loop" or "auto" (vmap on CUDA, loop on CPU)
 
 
 @LEARNERS.register("reptile")
@@ -65,7 +65,7 @@ class Reptile(MetaLearner):
         theta = select(self.generator, self.cfg.adapt_params)
         start = {k: v.detach() for k, v in theta.items()}
         train_x = torch.cat([tasks.support, tasks.query], 1) if self.training else tasks.support  # [T, N, ...]
-        if self.cfg.vectorize:
+        if use_vmap(self.cfg.vectorize, next(self.parameters()).device):
             phi, losses = vmap(self.adapt_and_score, in_dims=(None, 0, 0), randomness=self.randomness)(
                 start, train_x, tasks.query)  # phi: {name: [T, *shape]}, losses: [T]
         else:
