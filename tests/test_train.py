@@ -93,3 +93,22 @@ def test_sgd_optimizer_and_resume_with_another_optimizer_is_refused(tmp_path, ti
     train(tiny(train={"optimizer": "sgd", "lr": 1e-4}), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="train.optimizer = 'sgd'"):
         train(tiny(train={"steps": 8}), tmp_path / "run", resume=True, progress=False)
+
+
+def test_patience_stops_after_validations_without_improvement_and_survives_resume(tmp_path, tiny, monkeypatch):
+    from metagen.errors import ConfigError
+    from metagen.train import Trainer
+
+    scores = iter([5.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(scores))
+    cfg = {"split": {"val_fraction": 0.2}, "train": {"steps": 20, "val_every": 2, "patience": 2}}
+    result = train(tiny(**cfg), tmp_path / "run", progress=False)
+    assert result.step == 8  # best at step 4, then two validations (6, 8) without improvement
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors").step == 8
+    best = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert (best.step, best.best_val, best.best_step) == (4, 4.0, 4)
+    # resumed with more patience: continues from 8 and stops two validations later (still best at 4)
+    cfg["train"]["patience"] = 4
+    assert train(tiny(**cfg), tmp_path / "run", resume=True, progress=False).step == 12
+    with pytest.raises(ConfigError, match="train.patience needs validation"):
+        train(tiny(train={"patience": 2}), tmp_path / "other", progress=False)

@@ -55,11 +55,13 @@ class Checkpoint:
     example_shape: tuple[int, ...]
     path: Path
     best_val: float | None = None  # the best validation loss seen so far in the run
+    best_step: int | None = None  # the step that reached it
 
 
 def save_checkpoint(path: Path, config: Config, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None,
-                    sampler_state: dict[str, Any] | None = None, best_val: float | None = None) -> None:
+                    sampler_state: dict[str, Any] | None = None, best_val: float | None = None,
+                    best_step: int | None = None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": config.to_json(), "step": str(step),
             "example_shape": json.dumps(list(getattr(model, "example_shape", [])))}
@@ -76,6 +78,8 @@ def save_checkpoint(path: Path, config: Config, step: int, model: torch.nn.Modul
         meta["sampler"] = json.dumps(sampler_state)
     if best_val is not None:
         meta["best_val"] = repr(best_val)
+    if best_step is not None:
+        meta["best_step"] = str(best_step)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -119,8 +123,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     sampler = json.loads(meta["sampler"]) if "sampler" in meta else None
     shape = tuple(json.loads(meta.get("example_shape", "[]")))
     best = float(meta["best_val"]) if "best_val" in meta else None
+    best_step = int(meta["best_step"]) if "best_step" in meta else None
     return Checkpoint(config, int(meta["step"]), model, optimizer, tensors.get("rng.torch"), sampler, shape, path,
-                      best)
+                      best, best_step)
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:

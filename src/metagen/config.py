@@ -83,6 +83,8 @@ class TrainConfig(Strict):
     # Score the validation tasks every this many steps and keep the best weights in best.safetensors
     # (needs split.val_fraction > 0); 0 disables it.
     val_every: int = Field(0, ge=0)
+    # Stop when this many validations in a row bring no better validation loss; 0 trains all `steps`.
+    patience: int = Field(0, ge=0)
 
     @field_validator("shots")
     @classmethod

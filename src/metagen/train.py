@@ -76,6 +76,7 @@ class Trainer:
         self.optimizer = optimizer(learner.parameters(), lr=config.train.lr)
         self.step = 0
         self.best_val: float | None = None
+        self.best_step: int | None = None
 
     @property
     def checkpoint_file(self) -> Path | None:
@@ -84,7 +85,7 @@ class Trainer:
     def save(self, name: str = CHECKPOINT_NAME) -> None:
         if self.writes:
             save_checkpoint(self.run_dir / name, self.config, self.step, self.learner, self.optimizer,
-                            self.sampler.state_dict(), self.best_val)
+                            self.sampler.state_dict(), self.best_val, self.best_step)
 
     def validate(self) -> float:
         """Mean meta-loss over the fixed validation tasks, with fixed noise; training RNG streams are untouched."""
@@ -127,7 +128,7 @@ class Trainer:
             torch.set_rng_state(ckpt.torch_rng)
         if ckpt.sampler is not None:
             self.sampler.load_state_dict(ckpt.sampler)
-        self.step, self.best_val = ckpt.step, ckpt.best_val
+        self.step, self.best_val, self.best_step = ckpt.step, ckpt.best_val, ckpt.best_step
 
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config.train
@@ -164,9 +165,11 @@ class Trainer:
                 window_steps += 1
                 window_tasks += len(tasks)
                 bar.update(1)
+                stop = False
                 if self.val_tasks is not None and cfg.val_every and self.step % cfg.val_every == 0:
                     val_loss = self._validate_and_keep_best(logs)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    stop = bool(cfg.patience) and self.step - self.best_step >= cfg.patience * cfg.val_every
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
                     rate = window_tasks / max(time.perf_counter() - window_t, 1e-9)
                     row = {"step": self.step, "loss": window_loss / window_steps, "val_loss": val_loss,
                            "grad_norm": grad_norm, "shots": tasks.shots, "tasks_per_s": rate,
@@ -177,8 +180,13 @@ class Trainer:
                         logs.write(row)
                     window_loss, window_steps, window_tasks, window_t = 0.0, 0, 0, time.perf_counter()
                     val_loss = ""
-                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
                     self.save()
+                if stop:
+                    if self.progress:
+                        print(f"early stop at step {self.step}: no better validation loss in {cfg.patience} "
+                              f"validations since step {self.best_step}")
+                    break
         except KeyboardInterrupt:
             self.save()
             where = f"; checkpoint saved to '{self.checkpoint_file}', continue with --resume" if self.run_dir else ""
@@ -216,7 +224,7 @@ class Trainer:
         if logs is not None:
             logs.tb.add_scalar("val/loss", val_loss, self.step)
         if self.best_val is None or val_loss < self.best_val:
-            self.best_val = val_loss
+            self.best_val, self.best_step = val_loss, self.step
             self.save(BEST_NAME)
         return val_loss
 
@@ -279,6 +287,8 @@ def train(config: Config, run_dir: str | Path | None, resume: bool = False, data
 
 def validation_tasks(config: Config, splits: Splits) -> Tasks | None:
     """One fixed task per validation concept, with the middle of the training shot range, or None."""
+    if config.train.patience and not config.train.val_every:
+        raise ConfigError("train.patience needs validation: set train.val_every > 0 (and split.val_fraction > 0)")
     if config.train.val_every == 0:
         return None
     if len(splits.validation) == 0:
