@@ -45,3 +45,25 @@ def test_nll_curve_uses_k_support_examples_and_flags_divergence():
 def test_sample_tasks_shape():
     samples = sample_tasks(_Learner(), _tasks(), shots=2, n=5)
     assert samples.shape == (4, 5, 1, 4, 4)
+
+
+def test_evaluation_may_change_adaptation_settings_only(tmp_path, tiny):
+    import pytest
+
+    from metagen.errors import ConfigError
+    from metagen.evaluate import adapt_overrides, load_methods
+    from metagen.train import train
+
+    assert adapt_overrides(["learner.eval_inner_steps=1"]) == {"eval_inner_steps": 1}
+    for bad in ("train.lr=1", "learner.inner_lr=0.1", "learner"):
+        with pytest.raises(ConfigError):
+            adapt_overrides([bad])
+    train(tiny(learner={"name": "maml", "eval_inner_steps": 5}), tmp_path / "maml", progress=False)
+    train(tiny(), tmp_path / "context", progress=False)
+    _, methods = load_methods([tmp_path / "maml", tmp_path / "context"], "cpu", {"eval_inner_steps": 1})
+    assert [m.name for m in methods] == ["maml (eval_inner_steps=1)", "context"]
+    assert methods[0].learner.cfg.eval_inner_steps == 1
+    with pytest.raises(ConfigError, match="no evaluated learner has learner.finetune_steps"):
+        load_methods([tmp_path / "context"], "cpu", {"finetune_steps": 3})
+    with pytest.raises(ConfigError, match="learner.eval_inner_steps"):
+        load_methods([tmp_path / "maml"], "cpu", {"eval_inner_steps": -1})

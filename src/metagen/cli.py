@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iw-samples", type=int, default=None, help="importance samples for VAE bounds")
     p.add_argument("--max-tasks", type=int, default=None, help="evaluate on at most this many held-out concepts")
     p.add_argument("--no-copy", action="store_true", help="leave out the copy-the-support baseline")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="learner.KEY=VALUE",
+                   help="change how learners adapt, e.g. --set learner.eval_inner_steps=1 (repeatable; "
+                        "eval_inner_steps, finetune_steps, finetune_lr, vectorize)")
     _add_common(p)
 
     p = sub.add_parser("demo", help="train, adapt and evaluate on the embedded glyphs dataset (a few minutes)")
@@ -150,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = args.out or str(checkpoint_path(args.checkpoint[0]).parent / "eval")
     report = evaluate(args.checkpoint, out, shots=args.shots, iw_samples=args.iw_samples, max_tasks=args.max_tasks,
                       include_copy=not args.no_copy, data_dir=args.data_dir, device=args.device or "cpu",
-                      progress=not args.quiet)
+                      progress=not args.quiet, overrides=args.overrides)
     print(markdown_table(report))
     print(f"\nreport: {Path(out) / 'report.json'}")
     return 0

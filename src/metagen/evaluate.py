@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from metagen.checkpoint import atomic_write_text, load_learner
 from metagen.config import Config
 from metagen.data import EpisodeSampler, Splits, Tasks, fixed_tasks, load_splits
-from metagen.errors import CheckpointError
+from metagen.errors import CheckpointError, ConfigError
 from metagen.meta.base import MetaLearner, build_learner
 from metagen.metrics import mean_ci
 from metagen.viz import save_png, task_grid
@@ -78,12 +79,48 @@ def fit_copy(config: Config, splits: Splits, device: torch.device | str = "cpu")
                   COPY_FIT_STEPS)
 
 
-def load_methods(checkpoints: list[str | Path], device: torch.device | str) -> tuple[Config, list[Method]]:
-    """Learners from checkpoints, which must share their data and split."""
+# Learner settings that only change how a trained learner adapts, so evaluation may override them.
+ADAPT_KEYS = ("eval_inner_steps", "finetune_steps", "finetune_lr", "vectorize")
+
+
+def adapt_overrides(items: list[str]) -> dict[str, Any]:
+    """`learner.eval_inner_steps=1`-style overrides -> {key: value}; only adaptation settings are allowed."""
+    from metagen.config import parse_override
+
+    out: dict[str, Any] = {}
+    for item in items:
+        parsed = parse_override(item)
+        section, inner = next(iter(parsed.items()))
+        key = next(iter(inner)) if isinstance(inner, dict) else None
+        if section != "learner" or key not in ADAPT_KEYS or isinstance(inner[key], dict):
+            raise ConfigError(f"'{item}': evaluation can only change adaptation settings, "
+                              f"learner.{{{', '.join(ADAPT_KEYS)}}}")
+        out[key] = inner[key]
+    return out
+
+
+def _with_adapt_settings(learner: MetaLearner, overrides: dict[str, Any]) -> list[str]:
+    """Apply the overrides this learner has (validated); returns them as `key=value` strings."""
+    mine = {k: v for k, v in overrides.items() if k in type(learner.cfg).model_fields}
+    if mine:
+        try:
+            learner.cfg = type(learner.cfg).model_validate({**learner.cfg.model_dump(), **mine})
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"learner.{err['loc'][0]}: {err['msg']}") from None
+    return [f"{k}={v}" for k, v in mine.items()]
+
+
+def load_methods(checkpoints: list[str | Path], device: torch.device | str,
+                 overrides: dict[str, Any] | None = None) -> tuple[Config, list[Method]]:
+    """Learners from checkpoints, which must share their data and split; `overrides` change how they adapt."""
     methods: list[Method] = []
     config: Config | None = None
+    applied = set()
     for path in checkpoints:
         learner, ckpt = load_learner(path, device)
+        changed = _with_adapt_settings(learner, overrides or {})
+        applied |= {c.split("=")[0] for c in changed}
         if config is None:
             config = ckpt.config
         elif (ckpt.config.data, ckpt.config.split) != (config.data, config.split):
@@ -92,21 +129,28 @@ def load_methods(checkpoints: list[str | Path], device: torch.device | str) -> t
         name = ckpt.config.learner.name
         if any(m.name == name for m in methods):
             name = f"{name} ({ckpt.path.parent.name})"
+        if changed:
+            name = f"{name} ({', '.join(changed)})"
         methods.append(Method(name, learner, str(ckpt.path), ckpt.step))
     if config is None:
         raise CheckpointError("give at least one --checkpoint to evaluate")
+    unused = set(overrides or {}) - applied
+    if unused:
+        raise ConfigError(f"no evaluated learner has learner.{sorted(unused)[0]}")
     return config, methods
 
 
 def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[int] | None = None,
              iw_samples: int | None = None, max_tasks: int | None = None, include_copy: bool = True,
              data_dir: str | None = None, device: str = "cpu", grid_shots: int = 5, grid_rows: int = 8,
-             grid_samples: int = 10, progress: bool = True) -> dict[str, Any]:
-    """Evaluate checkpoints (plus the copy baseline) on held-out tasks; writes report.json, report.md, PNGs."""
+             grid_samples: int = 10, progress: bool = True, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate checkpoints (plus the copy baseline) on held-out tasks; writes report.json, report.md, PNGs.
+
+    `overrides` (`learner.eval_inner_steps=1`, ...) change how the checkpoints' learners adapt."""
     from metagen.train import resolve_device
 
     dev = resolve_device(device)
-    config, methods = load_methods(checkpoints, dev)
+    config, methods = load_methods(checkpoints, dev, adapt_overrides(overrides or []))
     ev = config.eval.model_copy(update={k: v for k, v in
                                         {"shots": shots, "iw_samples": iw_samples, "max_tasks": max_tasks}.items()
                                         if v is not None})
