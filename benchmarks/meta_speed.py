@@ -255,12 +255,22 @@ def main() -> None:
                         row["grad_rel_err"] = ((grad - ref_grad).norm() / ref_grad.norm()).item()
                 rows.append(row)
                 print(_line(row), flush=True)
-    machine = {"device": str(device), "cpu": platform.processor() or platform.machine(),
+    machine = {"device": str(device), "cpu": _cpu_name(),
                "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
                "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "meta_batch": T}
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     if args.doc:
         Path(args.doc).write_text(markdown(machine, rows) + "\n")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _line(r: dict) -> str:
