@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import AfterValidator, BeforeValidator
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 Params = dict[str, torch.Tensor]
 
@@ -28,8 +28,40 @@ def select(module: nn.Module, pattern: str) -> Params:
 
 
 def task_slice(batch: Any, t: int) -> Any:
-    """Task `t` of a batch: a tensor [T, ...], or a tuple of them (e.g. images and labels)."""
-    return tuple(task_slice(b, t) for b in batch) if isinstance(batch, tuple) else batch[t]
+    """Task `t` of a batch: a tensor [T, ...], or a tuple or dict of them (images and labels, parameters)."""
+    if isinstance(batch, tuple):
+        return tuple(task_slice(b, t) for b in batch)
+    if isinstance(batch, dict):
+        return {k: task_slice(v, t) for k, v in batch.items()}
+    return batch[t]
+
+
+def _stack(outs: list[Any]) -> Any:
+    """Per-task outputs (tensors, or tuples / dicts of them) -> one with a leading task dim, as vmap returns."""
+    first = outs[0]
+    if isinstance(first, tuple):
+        return tuple(_stack([o[i] for o in outs]) for i in range(len(first)))
+    if isinstance(first, dict):
+        return {k: _stack([o[k] for o in outs]) for k in first}
+    return torch.stack(outs)
+
+
+def map_tasks(fn: Any, args: tuple, in_dims: tuple, vmapped: bool, randomness: str = "different") -> Any:
+    """`fn` over the tasks of a meta-batch: args with in_dim 0 are batched per task, None are shared.
+    Under `vmap` when `vmapped`, else one task at a time (same results, stacked the same way)."""
+    if vmapped:
+        return vmap(fn, in_dims=in_dims, randomness=randomness)(*args)
+    batched = next(a for a, d in zip(args, in_dims, strict=True) if d == 0)
+    return _stack([fn(*(a if d is None else task_slice(a, t) for a, d in zip(args, in_dims, strict=True)))
+                   for t in range(_num_tasks(batched))])
+
+
+def _num_tasks(batch: Any) -> int:
+    if isinstance(batch, tuple):
+        return _num_tasks(batch[0])
+    if isinstance(batch, dict):
+        return _num_tasks(next(iter(batch.values())))
+    return batch.shape[0]
 
 
 def _check_pattern(v: str) -> str:

@@ -19,7 +19,6 @@ from typing import Literal
 import torch
 from pydantic import Field
 from torch import nn
-from torch.func import vmap
 
 from metagen.config import GeneratorConfig, LearnerConfig
 from metagen.data.episodes import Tasks
@@ -27,7 +26,7 @@ from metagen.errors import ConfigError
 from metagen.generators.base import build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
 from metagen.meta.context import SetEncoder
-from metagen.meta.functional import ParamPattern, Params, Vectorize, call, select, use_vmap
+from metagen.meta.functional import ParamPattern, Params, Vectorize, call, map_tasks, select, use_vmap
 from metagen.nets import gaussian_kl
 from metagen.registry import LEARNERS
 
@@ -100,10 +99,8 @@ class HyperNetwork(MetaLearner):
         def task_loss(p: Params, query: torch.Tensor) -> torch.Tensor:
             return call(self.generator, p, "loss", query)
 
-        if use_vmap(self.cfg.vectorize, next(self.parameters()).device):
-            nll = vmap(task_loss, randomness=self.randomness)(params, tasks.query)  # [T]
-        else:
-            nll = torch.stack([task_loss({k: v[t] for k, v in params.items()}, q) for t, q in enumerate(tasks.query)])
+        vmapped = use_vmap(self.cfg.vectorize, next(self.parameters()).device)
+        nll = map_tasks(task_loss, (params, tasks.query), (0, 0), vmapped, self.randomness)  # [T]
         Q = tasks.query.shape[1]
         return nll.mean() + self.cfg.kl_weight * gaussian_kl(mu, logvar).mean() / Q
 

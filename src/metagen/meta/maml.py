@@ -10,36 +10,35 @@ detaches them (FOMAML). The tasks of a meta-batch run under `vmap`; `adapt` runs
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from torch.func import grad, vmap
+from torch.func import grad
 
 from metagen.config import GeneratorConfig, LearnerConfig
 from metagen.data.episodes import Tasks
 from metagen.errors import ConfigError
 from metagen.generators.base import build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
-from metagen.meta.functional import ParamPattern, Params, Vectorize, call, select, task_slice, use_vmap
+from metagen.meta.functional import ParamPattern, Params, Vectorize, call, map_tasks, select, use_vmap
 from metagen.registry import LEARNERS
 
 
-class MAMLConfig(LearnerConfig):
-    name: Literal["maml"] = "maml"
+class InnerLoopConfig(LearnerConfig):
+    """Settings shared by the learners that adapt generator weights with inner SGD steps."""
+
     inner_steps: int = Field(1, ge=0)
     eval_inner_steps: int = Field(10, ge=0)  # steps taken by `adapt` at evaluation time
     inner_lr: float = Field(1e-3, gt=0)
-    first_order: bool = False
     adapt_params: ParamPattern = "."  # regex over generator parameter names adapted in the inner loop ("." = all)
     vectorize: Vectorize = "auto"  # "vmap", "loop" or "auto" (vmap on CUDA, loop on CPU)
 
 
-@LEARNERS.register("maml")
-class MAML(MetaLearner):
-    Config = MAMLConfig
+class InnerLoop(MetaLearner):
+    """A base generator whose `adapt_params` weights are adapted by SGD steps on the support loss."""
 
-    def __init__(self, cfg: MAMLConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
+    def __init__(self, cfg: InnerLoopConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         super().__init__(cfg, generator_cfg, example_shape)
         self.generator = build_generator(generator_cfg, self.example_shape)
         if not select(self.generator, cfg.adapt_params):
@@ -60,19 +59,10 @@ class MAML(MetaLearner):
         """One inner SGD step; Meta-SGD overrides it with learned per-parameter rates."""
         return {k: p - self.cfg.inner_lr * grads[k] for k, p in params.items()}
 
-    def task_loss(self, params: Params, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        adapted = self.inner_loop(params, support, self.cfg.inner_steps, create_graph=not self.cfg.first_order)
-        return call(self.generator, adapted, "loss", query)
-
-    def meta_loss(self, tasks: Tasks) -> torch.Tensor:
-        params = select(self.generator, self.cfg.adapt_params)
-        if use_vmap(self.cfg.vectorize, next(self.parameters()).device):
-            losses = vmap(self.task_loss, in_dims=(None, 0, 0), randomness=self.randomness)(
-                params, tasks.support, tasks.query)  # [T]
-        else:
-            losses = torch.stack([self.task_loss(params, task_slice(tasks.support, t), task_slice(tasks.query, t))
-                                  for t in range(len(tasks))])
-        return losses.mean()
+    def map_tasks(self, fn: Any, *args: Any) -> Any:
+        """fn(params, *task args) per task: the first argument is shared, the others batched [T, ...]."""
+        vmapped = use_vmap(self.cfg.vectorize, next(self.parameters()).device)
+        return map_tasks(fn, args, (None,) + (0,) * (len(args) - 1), vmapped, self.randomness)
 
     def adapt(self, support: torch.Tensor) -> Adapted:
         self.check_support(support)
@@ -82,3 +72,21 @@ class MAML(MetaLearner):
 
     def prior(self, generator: torch.Generator | None = None) -> Adapted:
         return GeneratorAdapted(self.generator)
+
+
+class MAMLConfig(InnerLoopConfig):
+    name: Literal["maml"] = "maml"
+    first_order: bool = False
+
+
+@LEARNERS.register("maml")
+class MAML(InnerLoop):
+    Config = MAMLConfig
+
+    def task_loss(self, params: Params, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        adapted = self.inner_loop(params, support, self.cfg.inner_steps, create_graph=not self.cfg.first_order)
+        return call(self.generator, adapted, "loss", query)
+
+    def meta_loss(self, tasks: Tasks) -> torch.Tensor:
+        params = select(self.generator, self.cfg.adapt_params)
+        return self.map_tasks(self.task_loss, params, tasks.support, tasks.query).mean()  # mean over [T]
