@@ -1,8 +1,8 @@
 import pytest
 import torch
+from toy import toy_tasks
 
 from metagen.config import from_dict
-from metagen.data.episodes import Tasks
 from metagen.meta import build_learner
 from metagen.meta.functional import call
 
@@ -18,10 +18,7 @@ def _reptile(**learner):
 
 
 def _tasks():
-    g = torch.Generator().manual_seed(1)
-    sup = torch.bernoulli(torch.full((T, K, 1, 8, 8), 0.3, dtype=torch.float64), generator=g)
-    qry = torch.bernoulli(torch.full((T, Q, 1, 8, 8), 0.3, dtype=torch.float64), generator=g)
-    return Tasks(sup, qry, torch.arange(T), torch.zeros(T, K), torch.zeros(T, Q))
+    return toy_tasks(T, K, Q)
 
 
 def _hand_reptile(learner, tasks, reseed_each_task):
