@@ -19,7 +19,7 @@ from torch.func import grad
 from metagen.config import GeneratorConfig, LearnerConfig
 from metagen.data.episodes import Tasks
 from metagen.errors import ConfigError
-from metagen.generators.base import build_generator
+from metagen.generators.base import Generator, build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
 from metagen.meta.functional import ParamPattern, Params, Vectorize, call, map_tasks, select, use_vmap
 from metagen.registry import LEARNERS
@@ -45,14 +45,26 @@ class InnerLoop(MetaLearner):
             raise ConfigError(f"learner.adapt_params = {cfg.adapt_params!r} matches no generator parameter")
         # vmap's treatment of random ops (e.g. the VAE's reparameterisation noise): "different" per task.
         self.randomness: Literal["different", "same", "error"] = "different"
+        self._under_vmap = False  # set by map_tasks while its tasks run under vmap
+
+    def support_grads(self, params: Params, support: torch.Tensor, create_graph: bool) -> Params:
+        """Gradients of the support loss at `params`, differentiable in `params` when `create_graph`."""
+        if self._under_vmap:
+            grads = grad(lambda p: call(self.generator, p, "loss", support))(params)
+            return grads if create_graph else {k: g.detach() for k, g in grads.items()}
+        # One task at a time: plain autograd, which skips torch.func.grad's per-op wrapping (measured ~15%
+        # of a 5-step VAE meta-iteration on CPU, benchmarks/meta_speed.py).
+        with torch.enable_grad():
+            leaves = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in params.items()}
+            loss = call(self.generator, leaves, "loss", support)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=create_graph,
+                                        allow_unused=True, materialize_grads=True)
+        return dict(zip(leaves, grads, strict=True))
 
     def inner_loop(self, params: Params, support: torch.Tensor, steps: int, create_graph: bool) -> Params:
         """`steps` SGD steps on the support loss, starting from `params`; support [K, *example_shape]."""
         for _ in range(steps):
-            grads = grad(lambda p: call(self.generator, p, "loss", support))(params)
-            if not create_graph:
-                grads = {k: g.detach() for k, g in grads.items()}
-            params = self.inner_update(params, grads)
+            params = self.inner_update(params, self.support_grads(params, support, create_graph))
         return params
 
     def inner_update(self, params: Params, grads: Params) -> Params:
@@ -62,7 +74,11 @@ class InnerLoop(MetaLearner):
     def map_tasks(self, fn: Any, *args: Any) -> Any:
         """fn(params, *task args) per task: the first argument is shared, the others batched [T, ...]."""
         vmapped = use_vmap(self.cfg.vectorize, next(self.parameters()).device)
-        return map_tasks(fn, args, (None,) + (0,) * (len(args) - 1), vmapped, self.randomness)
+        self._under_vmap = vmapped
+        try:
+            return map_tasks(fn, args, (None,) + (0,) * (len(args) - 1), vmapped, self.randomness)
+        finally:
+            self._under_vmap = False
 
     def adapt(self, support: torch.Tensor) -> Adapted:
         self.check_support(support)
@@ -82,6 +98,14 @@ class MAMLConfig(InnerLoopConfig):
 @LEARNERS.register("maml")
 class MAML(InnerLoop):
     Config = MAMLConfig
+
+    @classmethod
+    def incompatible(cls, generator: type[Generator]) -> str | None:
+        if generator.adversarial:
+            return (f"learner '{cls.registry_name}' differentiates the query loss through the inner steps, which "
+                    f"a two-player game ('{generator.registry_name}') has no single loss for; use learner.name = "
+                    "'reptile' (FIGR), 'context', 'hyper', 'finetune' or 'unconditional'")
+        return None
 
     def task_loss(self, params: Params, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         adapted = self.inner_loop(params, support, self.cfg.inner_steps, create_graph=not self.cfg.first_order)
