@@ -213,6 +213,29 @@ def measure(name: str, steps: int, variant: str, device: torch.device, iters: in
             "min_s": min(times), "iters": iters, "peak_mib": peak}
 
 
+def interleaved(name: str, steps: int, variants: list[str], device: torch.device, iters: int,
+                warmup: int) -> list[dict]:
+    """All variants in one process, one iteration each per round, the order rotating every round, so slow
+    drifts of a shared machine hit every variant alike (no peak memory: that needs a process each)."""
+    learner, tasks = workload(name, steps, device)
+    params = list(learner.generator.parameters())
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for i in range(warmup + iters):
+        for v in variants[i % len(variants):] + variants[:i % len(variants)]:
+            for p in params:
+                p.grad = None
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            outer_loss(v, learner, tasks, steps).backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[v].append(time.perf_counter() - t0)
+    return [{"model": name, "inner_steps": steps, "variant": v, "median_s": statistics.median(t), "min_s": min(t),
+             "iters": iters, "interleaved": True} for v, t in times.items()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -223,6 +246,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=None, help="default: every variant of each model")
     ap.add_argument("--out", default="benchmarks/results/meta_speed.json")
     ap.add_argument("--doc", default=None, help="also write the markdown table here (e.g. docs/benchmarks.md)")
+    ap.add_argument("--interleaved", action="store_true",
+                    help="time all variants in one process, rotating their order each round (no memory column)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # model:steps:variant:grad_file (worker)
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -237,6 +262,11 @@ def main() -> None:
         for steps in args.steps:
             ref_grad = None
             chosen = [v for v in VARIANTS[name] if args.variants is None or v in args.variants]
+            if args.interleaved:
+                for row in interleaved(name, steps, chosen, device, args.iters, args.warmup):
+                    rows.append(row)
+                    print(_line(row), flush=True)
+                continue
             for variant in sorted(chosen, key=lambda v: v != "autograd-loop"):  # the reference first
                 grad_file = out.parent / f".grad_{name}_{steps}_{variant}.pt"
                 cmd = [sys.executable, __file__, "--device", args.device, "--iters", str(args.iters),
@@ -277,16 +307,18 @@ def _line(r: dict) -> str:
     if "error" in r:
         return f"{r['model']:6} steps={r['inner_steps']} {r['variant']:14} ERROR {r['error']}"
     err = f"  grad rel err {r['grad_rel_err']:.1e}" if "grad_rel_err" in r else ""
-    return (f"{r['model']:6} steps={r['inner_steps']} {r['variant']:14} {r['median_s']:.3f} s/iter  "
-            f"peak {r['peak_mib']:.0f} MiB{err}")
+    peak = f"  peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else "  (interleaved)"
+    return f"{r['model']:6} steps={r['inner_steps']} {r['variant']:14} {r['median_s']:.3f} s/iter{peak}{err}"
 
 
 def markdown(machine: dict, rows: list[dict]) -> str:
     where = machine["cuda"] or f"{machine['cpu']}, {machine['threads']} threads"
+    how = ("all variants timed in one process, one iteration each per round in rotating order (no memory "
+           "column)" if rows and rows[0].get("interleaved") else "each variant in its own process; peak memory "
+           "of that process; gradient relative error against the per-task autograd loop (noise off)")
     lines = [f"Second-order MAML, meta-batch {machine['meta_batch']}, on {machine['device']} ({where}); torch "
              f"{machine['torch']}. Median seconds per meta-iteration (forward + backward of the outer loss) "
-             "over the measured iterations after warm-up; peak memory of that process; gradient relative error "
-             "against the per-task autograd loop (noise off).", "",
+             f"over the measured iterations after warm-up; {how}.", "",
              "| model | inner steps | variant | s / meta-iteration | vs autograd-loop | peak MiB | grad rel. err |",
              "|---|---:|---|---:|---:|---:|---:|"]
     ref = {(r["model"], r["inner_steps"]): r["median_s"] for r in rows if r["variant"] == "autograd-loop"
@@ -298,8 +330,9 @@ def markdown(machine: dict, rows: list[dict]) -> str:
         base = ref.get((r["model"], r["inner_steps"]))
         speed = f"{base / r['median_s']:.2f}x" if base else ""
         err = f"{r['grad_rel_err']:.1e}" if "grad_rel_err" in r else ""
+        peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "—"
         lines.append(f"| {r['model']} | {r['inner_steps']} | {r['variant']} | {r['median_s']:.3f} | {speed} | "
-                     f"{r['peak_mib']:.0f} | {err} |")
+                     f"{peak} | {err} |")
     return "\n".join(lines)
 
 
