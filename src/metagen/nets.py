@@ -42,7 +42,8 @@ class ConvDecoder(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Queries [B, query_dim] attend over memories [B, M, memory_dim] -> [B, dim]; invariant to the order of M."""
+    """Queries [B, query_dim] or [B, N, query_dim] attend over memories [B, M, memory_dim] -> [B, (N,) dim];
+    invariant to the order of M."""
 
     def __init__(self, query_dim: int, memory_dim: int, dim: int, heads: int = 4) -> None:
         super().__init__()
@@ -56,9 +57,13 @@ class CrossAttention(nn.Module):
     def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         B, M, _ = memory.shape
         H = self.heads
-        q = self.q(query).view(B, H, 1, -1)  # [B, H, 1, d]
+        single = query.dim() == 2
+        q = self.q(query.unsqueeze(1) if single else query)  # [B, N, dim]
+        N = q.shape[1]
+        q = q.view(B, N, H, -1).transpose(1, 2)  # [B, H, N, d]
         k, v = self.kv(memory).view(B, M, 2, H, -1).permute(2, 0, 3, 1, 4)  # each [B, H, M, d]
-        return self.out(F.scaled_dot_product_attention(q, k, v).reshape(B, -1))  # [B, dim]
+        out = self.out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, -1))  # [B, N, dim]
+        return out[:, 0] if single else out
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
