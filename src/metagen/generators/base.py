@@ -30,6 +30,9 @@ class Generator(nn.Module):
     Config: ClassVar[type[GeneratorConfig]]
     has_log_prob: ClassVar[bool] = True
     supports_memory: ClassVar[bool] = False
+    adversarial: ClassVar[bool] = False  # loss is a two-player game (GAN), not a likelihood to minimise
+    # Parameters a hypernetwork emits per task unless learner.hyper_params says otherwise (the output side).
+    task_params: ClassVar[str] = "."
 
     def __init__(self, example_shape: tuple[int, ...], cond_dim: int = 0, memory_dim: int = 0) -> None:
         super().__init__()

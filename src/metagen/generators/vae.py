@@ -39,6 +39,7 @@ class VAEConfig(GeneratorConfig):
 class ConvVAE(Generator):
     Config = VAEConfig
     supports_memory = True
+    task_params = r"^decoder\."
 
     def __init__(self, cfg: VAEConfig, example_shape: tuple[int, ...], cond_dim: int = 0,
                  memory_dim: int = 0) -> None:
