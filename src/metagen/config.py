@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from metagen.errors import ConfigError
 from metagen.registry import GENERATORS, LEARNERS
@@ -135,6 +135,14 @@ class Config(Strict):
     def _learner(cls, v: Any) -> Any:
         return _dispatch(LEARNERS, v)
 
+    @model_validator(mode="after")
+    def _pair(self) -> Config:
+        """The generator family and the learner must make sense together (docs/ARCHITECTURE.md's matrix)."""
+        problem = LEARNERS.get(self.learner.name).incompatible(GENERATORS.get(self.generator.name))
+        if problem:
+            raise ValueError(problem)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -192,6 +200,9 @@ def _one_line(err: ValidationError, source: str, raw: dict[str, Any]) -> str:
             parts.append(f"unknown key '{loc}'{known}")
             continue
         msgs = [e["msg"].removeprefix("Value error, ") for e in errs]
+        if not loc:  # a check across sections
+            parts.append(msgs[0])
+            continue
         if len(msgs) > 1:  # one failure per branch of a union type
             msgs = ["should be " + " or ".join(m.removeprefix("Input should be ").split(",")[0] for m in msgs)]
         parts.append(f"{loc} = {errs[0].get('input')!r}: {msgs[0]}")

@@ -41,7 +41,8 @@ class Method:
 def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: int, seed: int = 0,
               bar: tqdm | None = None) -> dict[int, dict[str, Any]]:
     """Per k in `shots`: mean NLL (nats/image) over tasks, its 95% CI, the mean adapt time, and how many
-    tasks gave a non-finite likelihood (`diverged`; then the mean is NaN)."""
+    tasks gave a non-finite likelihood (`diverged`; then the mean is NaN). Families without a likelihood
+    (GANs) get nll None and only the adapt time."""
     out: dict[int, dict[str, Any]] = {}
     for k in shots:
         torch.manual_seed(seed)
@@ -50,9 +51,14 @@ def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: 
             t0 = time.perf_counter()
             adapted = learner.adapt(tasks.support[t, :k])
             adapt_s += time.perf_counter() - t0
-            per_task.append(-adapted.log_prob(tasks.query[t], iw_samples=iw_samples).mean().item())
+            if adapted.has_log_prob:
+                per_task.append(-adapted.log_prob(tasks.query[t], iw_samples=iw_samples).mean().item())
             if bar is not None:
                 bar.update(1)
+        if not per_task:
+            out[k] = {"nll": None, "ci95": None, "n_tasks": len(tasks), "diverged": 0,
+                      "adapt_ms": 1000 * adapt_s / len(tasks), "per_task": []}
+            continue
         diverged = sum(not math.isfinite(v) for v in per_task)
         mean, ci = mean_ci(per_task) if not diverged else (math.nan, math.nan)
         out[k] = {"nll": mean, "ci95": ci, "n_tasks": len(per_task), "diverged": diverged,
@@ -208,6 +214,8 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def _cell(r: dict[str, Any]) -> str:
+    if r["nll"] is None:
+        return "n/a (no likelihood)"
     if r.get("diverged"):
         return f"diverged on {r['diverged']}/{r['n_tasks']} tasks"
     return f"{r['nll']:.2f} ± {r['ci95']:.2f}"

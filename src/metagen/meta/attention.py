@@ -16,7 +16,7 @@ from pydantic import Field
 
 from metagen.config import GeneratorConfig, LearnerConfig
 from metagen.data.episodes import Tasks
-from metagen.generators.base import build_generator
+from metagen.generators.base import Generator, build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
 from metagen.nets import ConvEncoder
 from metagen.registry import LEARNERS
@@ -31,6 +31,13 @@ class AttentionConfig(LearnerConfig):
 @LEARNERS.register("attention")
 class SupportAttention(MetaLearner):
     Config = AttentionConfig
+
+    @classmethod
+    def incompatible(cls, generator: type[Generator]) -> str | None:
+        if not generator.supports_memory:
+            return (f"generator '{generator.registry_name}' cannot attend over a support set; "
+                    "use generator.name = 'vae' or 'pixelcnn' with learner 'attention'")
+        return None
 
     def __init__(self, cfg: AttentionConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         super().__init__(cfg, generator_cfg, example_shape)

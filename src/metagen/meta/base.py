@@ -53,6 +53,11 @@ class MetaLearner(nn.Module):
         super().__init__()
         self.cfg, self.example_shape = cfg, tuple(example_shape)
 
+    @classmethod
+    def incompatible(cls, generator: type[Generator]) -> str | None:
+        """Why this learner cannot run `generator` (a class), or None; checked when a config loads."""
+        return None
+
     def meta_loss(self, tasks: Tasks) -> torch.Tensor:
         """Scalar loss over a task batch (support [T, K, ...], query [T, Q, ...]), per query example."""
         raise NotImplementedError

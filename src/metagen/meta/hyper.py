@@ -36,7 +36,8 @@ class HyperConfig(LearnerConfig):
     code_dim: int = Field(64, ge=1)
     hidden: int = Field(256, ge=1)  # set encoder and hypernetwork trunk width
     channels: int = Field(32, ge=1)  # set encoder's first conv width
-    hyper_params: ParamPattern = r"^decoder\."  # generator parameters emitted per task
+    # Generator parameters emitted per task; None: the family's output side (Generator.task_params).
+    hyper_params: ParamPattern | None = None
     rank: int = Field(4, ge=0)  # 0: emit full weights; r > 0: low-rank deltas for matrices and kernels
     kl_weight: float = Field(0.1, ge=0)
     init_logvar: float = Field(-6.0, le=0)
@@ -76,9 +77,10 @@ class HyperNetwork(MetaLearner):
     def __init__(self, cfg: HyperConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         super().__init__(cfg, generator_cfg, example_shape)
         self.generator = build_generator(generator_cfg, self.example_shape)
-        targets = select(self.generator, cfg.hyper_params)
+        pattern = self.generator.task_params if cfg.hyper_params is None else cfg.hyper_params
+        targets = select(self.generator, pattern)
         if not targets:
-            raise ConfigError(f"learner.hyper_params = {cfg.hyper_params!r} matches no generator parameter")
+            raise ConfigError(f"learner.hyper_params = {pattern!r} matches no generator parameter")
         self.names = list(targets)
         self.encoder = SetEncoder(self.example_shape, cfg.channels, cfg.hidden, cfg.code_dim, cfg.init_logvar)
         self.trunk = nn.Sequential(nn.Linear(cfg.code_dim, cfg.hidden), nn.ELU())

@@ -1,0 +1,75 @@
+"""Every generator family x every meta-learner: it trains, adapts and samples, or the config is refused in one line.
+
+The refused pairs are exactly those of docs/ARCHITECTURE.md's matrix.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_contract import LEARNER_CFG
+
+from metagen.config import from_dict
+from metagen.data.episodes import Tasks
+from metagen.errors import ConfigError
+from metagen.meta import build_learner
+from metagen.registry import GENERATORS, LEARNERS
+
+GEN_CFG = {
+    "vae": {"latent_dim": 4, "channels": 4, "hidden": 16},
+    "flow": {"hidden": 8, "checkerboard": 1, "levels": 1, "depth": 1},
+    "pixelcnn": {"channels": 8, "layers": 2, "kernel": 3, "attn_dim": 8, "attn_every": 1},
+    "diffusion": {"channels": 8, "timesteps": 10, "sample_steps": 2, "eval_steps": 3},
+    "gan": {"latent_dim": 4, "channels": 4},
+}
+REFUSED = {
+    ("flow", "attention"), ("diffusion", "attention"), ("gan", "attention"),  # no attention over a memory
+    ("gan", "maml"), ("gan", "metasgd"),  # second order through a two-player game
+}
+SHAPE = (1, 8, 8)
+
+
+def test_the_table_covers_every_registered_family():
+    assert set(GEN_CFG) == set(GENERATORS.names())
+
+
+def _config(family: str, learner: str):
+    return from_dict({"generator": {"name": family, **GEN_CFG[family]},
+                      "learner": {"name": learner, **LEARNER_CFG[learner]}})
+
+
+def _tasks(T=2, K=3, Q=2):
+    g = torch.Generator().manual_seed(0)
+    return Tasks(torch.bernoulli(torch.full((T, K, *SHAPE), 0.3), generator=g),
+                 torch.bernoulli(torch.full((T, Q, *SHAPE), 0.3), generator=g),
+                 torch.arange(T), torch.zeros(T, K, dtype=torch.long), torch.zeros(T, Q, dtype=torch.long))
+
+
+@pytest.mark.parametrize("family", sorted(GEN_CFG))
+@pytest.mark.parametrize("learner", sorted(LEARNER_CFG))
+def test_pair_works_or_is_refused_in_one_line(family, learner):
+    if (family, learner) in REFUSED:
+        with pytest.raises(ConfigError) as err:
+            _config(family, learner)
+        assert "\n" not in str(err.value) and family in str(err.value)
+        return
+    torch.manual_seed(0)
+    model = build_learner(_config(family, learner), SHAPE)
+    tasks = _tasks()
+    if model.meta_trained:
+        loss = model.meta_loss(tasks)
+        assert loss.dim() == 0 and torch.isfinite(loss)
+        loss.backward()
+    with torch.no_grad():
+        adapted = model.adapt(tasks.support[0])
+        x = adapted.sample(2, generator=torch.Generator().manual_seed(0))
+        assert x.shape == (2, *SHAPE) and x.min() >= 0 and x.max() <= 1
+        if adapted.has_log_prob:
+            assert torch.isfinite(adapted.log_prob(tasks.query[0], iw_samples=2)).all()
+        else:
+            assert family == "gan"
+
+
+def test_learners_and_families_named_in_the_refusals_exist():
+    for family, learner in REFUSED:
+        assert family in GENERATORS and learner in LEARNERS
