@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
+from metagen.errors import ConfigError
 from metagen.generators.base import build_generator
 from metagen.generators.diffusion import Diffusion, DiffusionConfig
 from metagen.generators.flow import Flow, FlowConfig
-from metagen.generators.gan import GANConfig
+from metagen.generators.gan import GAN, GANConfig
 from metagen.generators.pixelcnn import PixelCNN, PixelCNNConfig
 from metagen.generators.vae import VAEConfig
 
@@ -212,3 +213,16 @@ def test_pixelcnn_and_flow_losses_are_nats_per_image():
     assert model.loss(x).item() == pytest.approx(-model.log_prob(x).mean().item(), rel=1e-6)
     # an untrained PixelCNN is near uniform: about D log 2 nats
     assert abs(model.loss(x).item() - x[0].numel() * math.log(2)) < 0.5 * x[0].numel() * math.log(2)
+
+
+def test_bad_family_settings_are_one_line_config_errors():
+    with pytest.raises(ConfigError, match="odd"):
+        PixelCNN(PixelCNNConfig(kernel=4), SHAPE)
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        Diffusion(DiffusionConfig(), (1, 6, 6))
+    with pytest.raises(ConfigError, match="levels"):
+        Flow(FlowConfig(levels=4), SHAPE)
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        GAN(GANConfig(), (1, 6, 6))
+    with pytest.raises(NotImplementedError, match="no likelihood"):
+        GAN(GANConfig(latent_dim=4, channels=4), SHAPE).log_prob(toy_images(0, 2))

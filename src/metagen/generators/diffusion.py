@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from metagen.config import GeneratorConfig
+from metagen.errors import ConfigError
 from metagen.generators.base import Generator
 from metagen.registry import GENERATORS
 
@@ -109,8 +110,6 @@ class Diffusion(Generator):
                  memory_dim: int = 0) -> None:
         super().__init__(example_shape, cond_dim, memory_dim)
         if example_shape[-1] % 4 or example_shape[-2] % 4:
-            from metagen.errors import ConfigError
-
             raise ConfigError(f"diffusion's U-Net needs image sides divisible by 4, got {list(example_shape)}")
         self.cfg = cfg
         self.T = cfg.timesteps

@@ -20,6 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from metagen.config import GeneratorConfig
+from metagen.errors import ConfigError
 from metagen.generators.base import Generator
 from metagen.nets import CrossAttention
 from metagen.registry import GENERATORS
@@ -83,8 +84,6 @@ class PixelCNN(Generator):
                  memory_dim: int = 0) -> None:
         super().__init__(example_shape, cond_dim, memory_dim)
         if cfg.kernel % 2 == 0:
-            from metagen.errors import ConfigError
-
             raise ConfigError(f"generator.kernel must be odd, got {cfg.kernel}")
         self.cfg = cfg
         C, ch = example_shape[0], cfg.channels
