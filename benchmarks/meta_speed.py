@@ -179,15 +179,26 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_once(variant: str, learner, tasks, steps: int, device: torch.device) -> float:
+    """Seconds for one forward + backward of `variant`'s outer loss."""
+    for p in learner.generator.parameters():
+        p.grad = None
+    _sync(device)
+    t0 = time.perf_counter()
+    outer_loss(variant, learner, tasks, steps).backward()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def measure(name: str, steps: int, variant: str, device: torch.device, iters: int, warmup: int,
             grad_file: Path) -> dict:
     learner, tasks = workload(name, steps, device)
     params = list(learner.generator.parameters())
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base_rss = _rss_mib()
@@ -198,16 +209,7 @@ def measure(name: str, steps: int, variant: str, device: torch.device, iters: in
     torch.randn_like = randn_like
     torch.save(torch.cat([g.flatten() for g in grads]).cpu(), grad_file)
     del grads
-    times = []
-    for i in range(warmup + iters):
-        for p in params:
-            p.grad = None
-        sync()
-        t0 = time.perf_counter()
-        outer_loss(variant, learner, tasks, steps).backward()
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+    times = [time_once(variant, learner, tasks, steps, device) for _ in range(warmup + iters)][warmup:]
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mib() - base_rss)
     return {"model": name, "inner_steps": steps, "variant": variant, "median_s": statistics.median(times),
             "min_s": min(times), "iters": iters, "peak_mib": peak}
@@ -218,20 +220,12 @@ def interleaved(name: str, steps: int, variants: list[str], device: torch.device
     """All variants in one process, one iteration each per round, the order rotating every round, so slow
     drifts of a shared machine hit every variant alike (no peak memory: that needs a process each)."""
     learner, tasks = workload(name, steps, device)
-    params = list(learner.generator.parameters())
     times: dict[str, list[float]] = {v: [] for v in variants}
     for i in range(warmup + iters):
         for v in variants[i % len(variants):] + variants[:i % len(variants)]:
-            for p in params:
-                p.grad = None
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            outer_loss(v, learner, tasks, steps).backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            dt = time_once(v, learner, tasks, steps, device)
             if i >= warmup:
-                times[v].append(time.perf_counter() - t0)
+                times[v].append(dt)
     return [{"model": name, "inner_steps": steps, "variant": v, "median_s": statistics.median(t), "min_s": min(t),
              "iters": iters, "interleaved": True} for v, t in times.items()]
 
