@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 from test_contract import LEARNER_CFG
+from toy import toy_tasks
 
 from metagen.config import from_dict
-from metagen.data.episodes import Tasks
 from metagen.errors import ConfigError
 from metagen.meta import build_learner
 from metagen.registry import GENERATORS, LEARNERS
@@ -26,7 +26,7 @@ REFUSED = {
     ("flow", "attention"), ("diffusion", "attention"), ("gan", "attention"),  # no attention over a memory
     ("gan", "maml"), ("gan", "metasgd"),  # second order through a two-player game
 }
-SHAPE = (1, 8, 8)
+SHAPE = (1, 8, 8)  # toy_tasks' images
 
 
 def test_the_table_covers_every_registered_family():
@@ -36,13 +36,6 @@ def test_the_table_covers_every_registered_family():
 def _config(family: str, learner: str):
     return from_dict({"generator": {"name": family, **GEN_CFG[family]},
                       "learner": {"name": learner, **LEARNER_CFG[learner]}})
-
-
-def _tasks(T=2, K=3, Q=2):
-    g = torch.Generator().manual_seed(0)
-    return Tasks(torch.bernoulli(torch.full((T, K, *SHAPE), 0.3), generator=g),
-                 torch.bernoulli(torch.full((T, Q, *SHAPE), 0.3), generator=g),
-                 torch.arange(T), torch.zeros(T, K, dtype=torch.long), torch.zeros(T, Q, dtype=torch.long))
 
 
 @pytest.mark.parametrize("family", sorted(GEN_CFG))
@@ -55,7 +48,7 @@ def test_pair_works_or_is_refused_in_one_line(family, learner):
         return
     torch.manual_seed(0)
     model = build_learner(_config(family, learner), SHAPE)
-    tasks = _tasks()
+    tasks = toy_tasks(T=2, K=3, Q=2, dtype=torch.float32)
     if model.meta_trained:
         loss = model.meta_loss(tasks)
         assert loss.dim() == 0 and torch.isfinite(loss)
