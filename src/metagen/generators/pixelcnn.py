@@ -1,6 +1,7 @@
 """Gated PixelCNN (van den Oord et al. 2016) for binary images: exact log-likelihood, pixel-by-pixel sampling.
 
     log p(x | c) = sum_i log Bernoulli(x_i; sigmoid(f_i(x_<i, c)))     (raster order)
+(with several channels, those of one pixel are independent given the pixels before it).
 
 Two stacks remove the blind spot of masked convolutions: a vertical stack that sees every row above, and
 a horizontal stack that sees the pixels to the left in the current row and reads the vertical stack one
@@ -131,8 +132,7 @@ class PixelCNN(Generator):
         C, H, W = self.example_shape
         x = torch.zeros(n, C, H, W, device=p.device, dtype=p.dtype)
         for i in range(H):
-            for j in range(W):
-                for c in range(C):
-                    probs = torch.sigmoid(self.logits(x, cond, memory)[:, c, i, j])
-                    x[:, c, i, j] = torch.bernoulli(probs, generator=generator)
+            for j in range(W):  # a pixel's channels see only earlier pixels, so one pass draws them all
+                probs = torch.sigmoid(self.logits(x, cond, memory)[:, :, i, j])  # [n, C]
+                x[:, :, i, j] = torch.bernoulli(probs, generator=generator)
         return x
