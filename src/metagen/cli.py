@@ -1,4 +1,4 @@
-"""Command line: metagen train | adapt | sample | eval | demo | presets."""
+"""Command line: metagen train | adapt | sample | eval | bench | features train | demo | presets."""
 
 from __future__ import annotations
 
@@ -58,6 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change how learners adapt, e.g. --set learner.eval_inner_steps=1 (repeatable; "
                         "eval_inner_steps, finetune_steps, finetune_lr, vectorize)")
     _add_common(p)
+
+    p = sub.add_parser("bench", help="every method of a bench preset on the same held-out tasks: NLL, FID, "
+                       "precision/recall, fidelity, novelty, diversity, adaptation cost, with CIs and plots")
+    p.add_argument("--preset", default=None, help="bench preset name (see --list) or a TOML file")
+    p.add_argument("--list", action="store_true", help="list the bench presets and exit")
+    p.add_argument("--out", default=None, help="results folder (default: results/bench-<preset>)")
+    p.add_argument("--runs", default="runs/bench", help="where methods are trained; finished runs are reused")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the preset's seeds")
+    p.add_argument("--methods", nargs="+", default=None, help="only these methods of the preset")
+    p.add_argument("--docs", default=None, metavar="MD", help="also write the table into this markdown file, "
+                   "between <!-- bench:PRESET start/end --> markers (e.g. docs/results.md)")
+    _add_common(p)
+
+    p = sub.add_parser("features", help="the domain feature network behind FID and the other sample metrics")
+    fsub = p.add_subparsers(dest="features_command", required=True)
+    f = fsub.add_parser("train", help="train (or read from the cache) the feature network of a config's split")
+    f.add_argument("--config", required=True, help="training preset or TOML: its data and split are used")
+    f.add_argument("--bench", default=None, help="take the feature settings from this bench preset")
+    f.add_argument("--force", action="store_true", help="retrain even if the cache has it")
+    _add_common(f)
 
     p = sub.add_parser("demo", help="train, adapt and evaluate on the embedded glyphs dataset (a few minutes)")
     p.add_argument("--out", default="runs/demo")
@@ -159,6 +179,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from metagen.bench import bench_presets, run_bench
+
+    if args.list:
+        print("\n".join(bench_presets()))
+        return 0
+    if args.preset is None:
+        raise MetagenError(f"give --preset, one of: {', '.join(bench_presets())} (or a TOML file)")
+    out = args.out or str(Path("results") / f"bench-{Path(args.preset).stem}")
+    run_bench(args.preset, out, args.runs, seeds=args.seeds, methods=args.methods, data_dir=args.data_dir,
+              device=args.device or "cpu", docs=args.docs, progress=not args.quiet)
+    print((Path(out) / "results.md").read_text())
+    print(f"results: {Path(out) / 'results.json'}, plots and sample grids in {out}/")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from metagen.bench import load_preset
+    from metagen.config import load_config
+    from metagen.data import load_splits
+    from metagen.metrics.features import FeatureConfig, feature_net
+    from metagen.train import resolve_device
+
+    config = load_config(args.config)
+    splits = load_splits(config.data, config.split, args.data_dir)
+    config.split.test_groups = splits.test_groups
+    cfg = load_preset(args.bench)[1].features if args.bench else FeatureConfig()
+    trained = feature_net(config, splits.background, cfg, resolve_device(args.device or "cpu"), force=args.force,
+                          progress=not args.quiet)
+    i = trained.info
+    val = "n/a" if i["val_accuracy"] is None else f"{100 * i['val_accuracy']:.1f}%"
+    print(f"feature network {i['key']}: {i['classes']} background concepts, accuracy on held-back background "
+          f"examples {val}; trained in {i['seconds']:.0f}s; cached at {trained.path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from metagen.demo import run_demo
 
@@ -173,8 +229,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
-            "presets": cmd_presets}
+COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
+            "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets}
 
 if __name__ == "__main__":
     sys.exit(main())

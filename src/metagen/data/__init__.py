@@ -45,8 +45,10 @@ def load_concepts(data: DataConfig, data_dir: str | None = None) -> ConceptSet:
     return load_omniglot(root, data.image_size)
 
 
-def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None = None) -> Splits:
-    concepts = load_concepts(data, data_dir)
+def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None = None,
+                concepts: ConceptSet | None = None) -> Splits:
+    """Background / validation / held-out concepts of `data` (or of `concepts`, already loaded from it)."""
+    concepts = concepts if concepts is not None else load_concepts(data, data_dir)
     test_groups = resolve_test_groups(concepts, split_cfg.test_groups, split_cfg.seed)
     background, held_out = split(concepts, test_groups)
     background, validation = split_concepts(background, split_cfg.val_fraction, split_cfg.seed)

@@ -1,0 +1,454 @@
+"""`metagen bench`: every method of a preset on the same held-out tasks, every metric, with error bars.
+
+A bench preset (TOML under metagen/configs/bench/) names methods, each a training config plus its step
+count, and the grid: shots x seeds. For each seed, each method is trained on the background split (or its
+finished run is reused), then adapted to every held-out task at every shot count; from each adaptation
+come the query NLL (where the family has a likelihood) and `samples` generated images, scored by:
+
+- FID, precision, recall: generated images of all tasks pooled, against the tasks' real query images, in
+  the domain feature space (metagen.metrics.features; cached per split).
+- fidelity: fraction of a task's samples that the held-out classifier (trained on query examples only,
+  never on support examples) recognises as the task's concept.
+- novelty: distance from a sample to its nearest support example; diversity: between two samples.
+- adaptation cost: mean wall time of `adapt` per task; peak tensor memory of one `adapt`.
+
+Per-task metrics get a 95% CI across tasks (pooled over seeds); FID gets a bootstrap CI over tasks.
+A reference row scores real held-out images the same way where that is meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from metagen.checkpoint import atomic_write_text, load_learner
+from metagen.config import Config, Strict, load_config, tomllib
+from metagen.data import ConceptSet, Splits, Tasks, fixed_tasks, load_concepts, load_splits
+from metagen.data.concepts import resolve_test_groups
+from metagen.errors import ConfigError
+from metagen.meta.base import MetaLearner
+from metagen.metrics import mean_ci
+from metagen.metrics.cost import peak_memory, timed
+from metagen.metrics.features import FeatureConfig, FeatureNet, FidelityClassifier, feature_net
+from metagen.metrics.quality import diversity, fid_bootstrap, novelty, precision_recall
+
+METRICS = ("nll", "fid", "precision", "recall", "fidelity", "novelty", "diversity")
+
+
+class BenchMethod(Strict):
+    """Either a training config the bench trains (per seed), or a finished run folder it only evaluates."""
+
+    config: str | None = None  # a training preset name or TOML path
+    steps: int | None = Field(None, ge=1)  # train.steps; None: the config's own
+    set: list[str] = Field(default_factory=list)  # further `section.key=value` overrides
+    checkpoint: str | None = None  # a run folder trained elsewhere (`metagen train`); the same for every seed
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BenchMethod:
+        if (self.config is None) == (self.checkpoint is None):
+            raise ValueError("give a method either config (to train it) or checkpoint (a trained run), not both")
+        if self.checkpoint is not None and (self.steps is not None or self.set):
+            raise ValueError("steps and set apply to trained configs, not to a checkpoint")
+        return self
+
+
+class BenchPreset(Strict):
+    description: str = ""
+    shots: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    seeds: list[int] = Field(default_factory=lambda: [0])  # each seed: its own training run and task draw
+    queries: int = Field(10, ge=2)  # real images per task: NLL queries, FID/recall reference, classifier data
+    samples: int = Field(20, ge=2)  # generated images per task and shot count
+    iw_samples: int = Field(200, ge=1)  # importance samples of VAE bounds
+    max_tasks: int | None = Field(None, ge=2)  # None: every held-out concept
+    grid_shots: int = Field(5, ge=1)  # the sample grids adapt to this many shots
+    grid_rows: int = Field(6, ge=1)
+    fidelity_steps: int = Field(300, ge=1)
+    pr_k: int = Field(3, ge=1)  # k of the precision/recall k-NN radii
+    bootstrap: int = Field(200, ge=0)  # FID bootstrap resamples over tasks
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    methods: dict[str, BenchMethod]
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError("must be a non-empty list of positive shot counts")
+        return sorted(set(v))
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: dict[str, BenchMethod]) -> dict[str, BenchMethod]:
+        if not v:
+            raise ValueError("name at least one method")
+        return v
+
+
+def bench_presets() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("metagen.configs.bench").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_preset(name_or_path: str) -> tuple[str, BenchPreset]:
+    """(name, preset) from a bench preset name or a TOML path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"bench preset file '{path}' not found")
+        text, name = path.read_text(), path.stem
+    else:
+        res = resources.files("metagen.configs.bench") / f"{name_or_path}.toml"
+        if not res.is_file():
+            raise ConfigError(f"no bench preset '{name_or_path}'; presets: {', '.join(bench_presets())}")
+        text, name = res.read_text(), name_or_path
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"bench preset '{name_or_path}' is not valid TOML: {e}") from None
+    try:
+        return name, BenchPreset.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"bad bench preset ({name_or_path}): {loc}: {err['msg']}") from None
+
+
+def method_config(method: BenchMethod, seed: int, device: str) -> Config:
+    """The config a method trains with at `seed`, or, for a checkpoint method, the one it was trained with."""
+    if method.checkpoint is not None:
+        from metagen.checkpoint import load_checkpoint
+
+        return load_checkpoint(method.checkpoint).config
+    overrides = [*method.set, f"train.seed={seed}", f"train.device='{device}'"]
+    if method.steps is not None:
+        overrides.append(f"train.steps={method.steps}")
+    return load_config(method.config, overrides)
+
+
+@dataclass
+class Trained:
+    learner: MetaLearner
+    steps: int
+    seconds: float | None  # total training time of the run, over all invocations (None: unknown)
+
+
+def _logged_seconds(run: Path) -> float | None:
+    """Training time of a run folder from its log.csv (summed over resumed invocations), if it has one."""
+    import csv
+
+    try:
+        with (run / "log.csv").open() as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None
+    total, last = 0.0, 0.0
+    for row in rows:
+        t = float(row["elapsed_s"])
+        if t < last:  # a resumed invocation starts its clock again
+            total += last
+        last = t
+    return total + last
+
+
+def train_or_reuse(config: Config, run: Path, data_dir: str | None, device: torch.device, progress: bool,
+                   method_checkpoint: str | None = None) -> Trained:
+    """Train `config` in `run`, resume it if it was interrupted, or reuse it if a bench finished it;
+    a checkpoint method is only loaded."""
+    from metagen.train import train
+
+    if method_checkpoint is not None:
+        learner, ckpt = load_learner(method_checkpoint, device)
+        return Trained(learner.eval(), ckpt.step, _logged_seconds(ckpt.path.parent))
+    marker = run / "bench.json"
+    wanted = config.to_dict()
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if done.get("config") == wanted:
+            learner, ckpt = load_learner(run, device)
+            return Trained(learner.eval(), done["step"], done["seconds"])
+        marker.unlink()  # the preset changed: train again (resuming refuses a changed model)
+    resume = (run / "checkpoint.safetensors").is_file()
+    partial = run / "bench-partial.json"  # training time of interrupted invocations
+    before = json.loads(partial.read_text())["seconds"] if resume and partial.is_file() else 0.0
+    t0 = time.perf_counter()
+    try:
+        result = train(config, run, resume=resume, data_dir=data_dir, progress=progress)
+    finally:
+        if run.is_dir():
+            atomic_write_text(partial, json.dumps({"seconds": before + time.perf_counter() - t0}) + "\n")
+    seconds = before + time.perf_counter() - t0
+    atomic_write_text(marker, json.dumps({"config": wanted, "step": result.step, "seconds": seconds}, indent=2) + "\n")
+    learner, _ = load_learner(run, device)
+    return Trained(learner.eval(), result.step, seconds)
+
+
+@dataclass
+class _PerK:
+    """One method, one seed, one shot count."""
+
+    per_task: dict[str, list[float]] = field(default_factory=dict)  # metric -> one value per task
+    fid: float | None = None
+    fid_ci: float | None = None
+    adapt_ms: float = 0.0
+    peak_mib: float = 0.0
+
+
+def score_method(learner: MetaLearner, tasks: Tasks, p: BenchPreset, feats: FeatureNet, clf: FidelityClassifier,
+                 real_f: torch.Tensor, support_f: torch.Tensor, seed: int, device: torch.device,
+                 bar: Any = None) -> tuple[dict[int, _PerK], torch.Tensor]:
+    """Adapt to every task at every shot count and score it. real_f: [T, Q, D] query features;
+    support_f: [T, K, D]. Returns ({k: scores}, grid samples [R, N, ...] at `grid_shots`)."""
+    T, Q = real_f.shape[:2]
+    grid_k = min(p.grid_shots, max(p.shots))
+    out: dict[int, _PerK] = {}
+    grid: list[torch.Tensor] = []
+    for k in p.shots:
+        torch.manual_seed(seed)
+        g = torch.Generator(device=device).manual_seed(seed)
+        r = _PerK(per_task={m: [] for m in ("nll", "fidelity", "novelty", "diversity")})
+        fake, adapt_s = [], 0.0
+        for t in range(T):
+            support = tasks.support[t, :k]
+            adapted, seconds = timed(lambda s=support: learner.adapt(s))
+            adapt_s += seconds
+            if adapted.has_log_prob:
+                r.per_task["nll"].append(-adapted.log_prob(tasks.query[t], iw_samples=p.iw_samples).mean().item())
+            x = adapted.sample(p.samples, generator=g).float().clamp(0, 1)  # [N, C, H, W]
+            f = feats.features(x)  # [N, D]
+            fake.append(f)
+            r.per_task["fidelity"].append(clf.recognised(x, t))
+            r.per_task["novelty"].append(novelty(f, support_f[t, :k]))
+            r.per_task["diversity"].append(diversity(f))
+            if k == grid_k and t < p.grid_rows:
+                grid.append(x.cpu())
+            if bar is not None:
+                bar.update(1)
+        fake_f = torch.stack(fake)  # [T, N, D]
+        r.fid, r.fid_ci = fid_bootstrap(real_f, fake_f, p.bootstrap, seed)
+        precision, recall = precision_recall(real_f.flatten(0, 1), fake_f.flatten(0, 1), p.pr_k)
+        r.per_task["precision"] = precision.view(T, -1).mean(1).tolist()
+        r.per_task["recall"] = recall.view(T, Q).mean(1).tolist()
+        r.adapt_ms = 1000 * adapt_s / T
+        _, peak = peak_memory(lambda s=tasks.support[0, :k]: learner.adapt(s), device)
+        r.peak_mib = peak / 2**20
+        out[k] = r
+    return out, torch.stack(grid)
+
+
+def score_reference(tasks: Tasks, p: BenchPreset, clf: FidelityClassifier, real_f: torch.Tensor,
+                    support_f: torch.Tensor, seed: int) -> dict[int, _PerK]:
+    """Real held-out images scored like samples, the best a generator can hope for: the queries' novelty
+    w.r.t. the k-shot support and their diversity; the classifier's accuracy on the support images (which it
+    never saw) as fidelity; FID, precision and recall of all support images against the queries (the floor
+    and ceilings these sample sizes allow)."""
+    T = support_f.shape[0]
+    fid_value, fid_ci = fid_bootstrap(real_f, support_f, p.bootstrap, seed)
+    precision, recall = precision_recall(real_f.flatten(0, 1), support_f.flatten(0, 1), p.pr_k)
+    out = {}
+    for k in p.shots:
+        out[k] = _PerK(per_task={
+            "novelty": [novelty(real_f[t], support_f[t, :k]) for t in range(T)],
+            "diversity": [diversity(real_f[t]) for t in range(T)],
+            "fidelity": [clf.recognised(tasks.support[t], t) for t in range(T)],
+            "precision": precision.view(T, -1).mean(1).tolist(),
+            "recall": recall.view(T, -1).mean(1).tolist(),
+        }, fid=fid_value, fid_ci=fid_ci)
+    return out
+
+
+def _summarise(runs: list[dict[int, _PerK]], shots: list[int]) -> dict[str, Any]:
+    """Seeds' results -> {k: {metric: {mean, ci95, n}}, adapt_ms, peak_mib} with per-task values pooled."""
+    out: dict[str, Any] = {}
+    for k in shots:
+        row: dict[str, Any] = {}
+        for m in METRICS:
+            if m == "fid":
+                vals = [r[k].fid for r in runs if r[k].fid is not None]
+                if vals:
+                    row[m] = {"mean": sum(vals) / len(vals), "ci95": sum(r[k].fid_ci for r in runs) / len(runs),
+                              "per_seed": vals}
+                continue
+            vals = [v for r in runs for v in r[k].per_task.get(m, [])]
+            if vals:
+                mean, ci = mean_ci(vals)
+                row[m] = {"mean": mean, "ci95": ci, "n": len(vals)}
+        row["adapt_ms"] = sum(r[k].adapt_ms for r in runs) / len(runs)
+        row["peak_mib"] = sum(r[k].peak_mib for r in runs) / len(runs)
+        out[str(k)] = row
+    return out
+
+
+def _held_out(config: Config, concepts: ConceptSet) -> tuple[Any, ...]:
+    """What makes two configs' evaluations comparable: the data and the held-out groups (resolved on `concepts`,
+    the data every method shares)."""
+    d = config.data
+    return (d.source, d.image_size, d.examples_per_concept,
+            resolve_test_groups(concepts, config.split.test_groups, config.split.seed))
+
+
+def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/bench", *, seeds: list[int] | None = None,
+              methods: list[str] | None = None, data_dir: str | None = None, device: str = "cpu",
+              docs: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run a bench preset; writes results.json, results.md and PNGs to `out_dir`, and the table to `docs`."""
+    from tqdm.auto import tqdm
+
+    from metagen.plots import fidelity_vs_novelty, nll_vs_shots
+    from metagen.train import resolve_device
+    from metagen.viz import save_png, task_grid
+
+    t_start = time.perf_counter()
+    name, p = load_preset(preset)
+    seeds = seeds or p.seeds
+    chosen = methods or list(p.methods)
+    unknown = [m for m in chosen if m not in p.methods]
+    if unknown:
+        raise ConfigError(f"preset '{name}' has no method '{unknown[0]}'; it has: {', '.join(p.methods)}")
+    dev = resolve_device(device)
+    configs = {m: {s: method_config(p.methods[m], s, device) for s in seeds} for m in chosen}
+    base = configs[chosen[0]][seeds[0]]
+    concepts = load_concepts(base.data, data_dir)
+    splits: Splits = load_splits(base.data, base.split, data_dir, concepts)
+    for m in chosen:
+        if _held_out(configs[m][seeds[0]], concepts) != _held_out(base, concepts):
+            raise ConfigError(f"bench method '{m}' is evaluated on other data or other held-out groups than "
+                              f"'{chosen[0]}'; every method of a bench must share data.source, data.image_size "
+                              "and split.test_groups")
+    resolved = base.model_copy(deep=True)
+    resolved.split.test_groups = splits.test_groups
+    feats = feature_net(resolved, splits.background, p.features, dev, progress=progress)
+    out = Path(out_dir)
+    report: dict[str, Any] = {
+        "preset": name, "description": p.description, "settings": p.model_dump(exclude={"methods"}),
+        "data": {"source": base.data.source, "held_out_groups": splits.test_groups,
+                 "image_size": base.data.image_size},
+        "features": {k: v for k, v in feats.info.items() if k != "config"}, "seeds": seeds,
+        "fidelity_classifier": {}, "methods": {}, "reference": {},
+    }
+    runs: dict[str, list[dict[int, _PerK]]] = {m: [] for m in chosen}
+    trained: dict[str, list[Trained]] = {m: [] for m in chosen}
+    reference: list[dict[int, _PerK]] = []
+    grid_support = None
+    for seed in seeds:
+        tasks = fixed_tasks(splits.held_out, max(p.shots), p.queries, seed, p.max_tasks).to(dev)
+        report["data"]["n_tasks"] = len(tasks)
+        clf = FidelityClassifier(feats.net, tasks, p.fidelity_steps, seed=seed, progress=progress)
+        report["fidelity_classifier"][str(seed)] = {"train_accuracy": clf.train_accuracy,
+                                                    "support_accuracy": clf.support_accuracy}
+        real_f = feats.net.features(tasks.query.flatten(0, 1)).view(len(tasks), p.queries, -1)
+        support_f = feats.net.features(tasks.support.flatten(0, 1)).view(len(tasks), max(p.shots), -1)
+        reference.append(score_reference(tasks, p, clf, real_f, support_f, seed))
+        grid_k = min(p.grid_shots, max(p.shots))
+        if grid_support is None:
+            grid_support = tasks.support[: p.grid_rows, :grid_k].cpu()
+        for m in chosen:
+            run = Path(runs_dir) / name / m / f"seed{seed}"
+            tr = train_or_reuse(configs[m][seed], run, data_dir, dev, progress, p.methods[m].checkpoint)
+            trained[m].append(tr)
+            bar = tqdm(total=len(p.shots) * len(tasks), desc=f"bench {m} seed {seed}", unit="task",
+                       disable=not progress, dynamic_ncols=True)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                scores, grid = score_method(tr.learner, tasks, p, feats.net, clf, real_f, support_f, seed, dev, bar)
+            bar.close()
+            runs[m].append(scores)
+            if seed == seeds[0]:
+                png = save_png(task_grid(grid_support, grid), out / f"samples_{_slug(m)}.png")
+                report["methods"][m] = {"samples_png": png.name}
+            report["methods"][m].setdefault("eval_seconds", []).append(time.perf_counter() - t0)
+    for m in chosen:
+        report["methods"][m].update({
+            "config": p.methods[m].config, "checkpoint": p.methods[m].checkpoint,
+            "learner": configs[m][seeds[0]].learner.name,
+            "generator": configs[m][seeds[0]].generator.name if type(trained[m][0].learner).uses_generator else "—",
+            "train_steps": [t.steps for t in trained[m]], "train_seconds": [t.seconds for t in trained[m]],
+            "shots": _summarise(runs[m], p.shots),
+        })
+    report["reference"] = _summarise(reference, p.shots)
+    report["seconds"] = time.perf_counter() - t_start
+    report["plots"] = {"nll": nll_vs_shots(report, out / "nll_vs_shots.png").name,
+                       "fidelity_novelty": fidelity_vs_novelty(report, out / "fidelity_vs_novelty.png").name}
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
+    table = markdown_report(report, out)
+    atomic_write_text(out / "results.md", table + "\n")
+    if docs is not None:
+        update_docs(Path(docs), name, table)
+    return report
+
+
+def _fmt(cell: dict[str, Any] | None, digits: int = 2) -> str:
+    if cell is None:
+        return "—"
+    return f"{cell['mean']:.{digits}f} ± {cell['ci95']:.{digits}f}"
+
+
+def markdown_report(report: dict[str, Any], out_dir: Path | None = None) -> str:
+    """The results table (one row per method and shot count) with the protocol above it."""
+    s = report["settings"]
+    d = report["data"]
+    f = report["features"]
+    clf = report["fidelity_classifier"]
+    acc = sum(c["support_accuracy"] for c in clf.values()) / len(clf)
+    seeds = report["seeds"]
+    lines = [
+        f"Bench preset `{report['preset']}`: held-out {d['source']} groups {', '.join(d['held_out_groups'])}, "
+        f"{d['n_tasks']} tasks x {s['queries']} query images, {s['samples']} samples per task and shot count, "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; {report['seconds'] / 60:.1f} min "
+        "in all.",
+        "",
+        f"NLL in nats/image (VAE: IWAE bound, k = {s['iw_samples']}). FID, precision and recall (k = {s['pr_k']}) "
+        f"pool every task's samples against the tasks' query images in a {f['key'][:8]} domain feature space "
+        f"({f['classes']}-way background classifier, held-out accuracy {_pct(f['val_accuracy'])}). Fidelity: "
+        f"fraction of samples a held-out classifier (trained on query images only; {_pct(acc)} on the unseen "
+        "support images) gives the support's concept. Novelty: feature distance to the nearest support image; "
+        "diversity: between two samples. Mean ± 95% CI across tasks (FID: bootstrap over tasks). The "
+        "reference rows score real images: the held-out support images (FID, precision, recall against the "
+        "queries; fidelity) and the queries (novelty w.r.t. the k-shot support, diversity).",
+        "",
+        "| method | shots | NLL | FID | precision | recall | fidelity | novelty | diversity | adapt ms | peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    reference = ("real images (reference)", {"shots": report["reference"]})
+    for name, m in [reference, *report["methods"].items()]:
+        for k, row in m["shots"].items():
+            cells = [_fmt(row.get("nll")), _fmt(row.get("fid")), _fmt(row.get("precision"), 3),
+                     _fmt(row.get("recall"), 3), _fmt(row.get("fidelity"), 3), _fmt(row.get("novelty")),
+                     _fmt(row.get("diversity"))]
+            cells += ["—", "—"] if name == reference[0] else [f"{row['adapt_ms']:.1f}", f"{row['peak_mib']:.1f}"]
+            lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| method | learner | generator | training steps | training min |")
+    lines.append("|---|---|---|---:|---:|")
+    for name, m in report["methods"].items():
+        secs = [t for t in m["train_seconds"] if t is not None]
+        mins = f"{sum(secs) / len(secs) / 60:.1f}" if secs else "—"
+        source = f" (`{m['checkpoint']}`)" if m.get("checkpoint") else ""
+        lines.append(f"| {name}{source} | {m['learner']} | {m['generator']} | "
+                     f"{', '.join(map(str, m['train_steps']))} | {mins} |")
+    return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def update_docs(path: Path, name: str, table: str) -> None:
+    """Put `table` between this preset's markers in `path` (appended at the end the first time)."""
+    start, end = f"<!-- bench:{name} start -->", f"<!-- bench:{name} end -->"
+    text = path.read_text() if path.is_file() else ""
+    block = f"{start}\n{table}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    atomic_write_text(path, text)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
