@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from metagen.checkpoint import load_checkpoint
-from metagen.errors import CheckpointError, TrainingDiverged
+from metagen.errors import CheckpointError, ConfigError, TrainingDiverged
 from metagen.train import train
 
 
@@ -112,3 +112,51 @@ def test_patience_stops_after_validations_without_improvement_and_survives_resum
     assert train(tiny(**cfg), tmp_path / "run", resume=True, progress=False).step == 12
     with pytest.raises(ConfigError, match="train.patience needs validation"):
         train(tiny(train={"patience": 2}), tmp_path / "other", progress=False)
+
+
+def test_lr_scale_gives_matching_parameters_their_own_learning_rate(tmp_path, tiny):
+    from metagen.config import load_config
+    from metagen.meta.base import build_learner
+    from metagen.train import param_groups
+
+    learner = build_learner(tiny(), (1, 28, 28))
+    groups = param_groups(learner, 1e-3, {r"^encoder\.": 4.0, r"encoder|decoder": 0.5})
+    names = {id(p): n for n, p in learner.named_parameters()}
+    assert [g["lr"] for g in groups] == [4e-3, 5e-4, 1e-3]
+    assert all(names[id(p)].startswith("encoder.") for p in groups[0]["params"])  # the first match wins
+    assert all("decoder" in names[id(p)] for p in groups[1]["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(learner.parameters()))
+
+    # Plain SGD: a scaled parameter moves exactly `scale` times as far on the same gradient.
+    cfg = tiny(train={"optimizer": "sgd", "lr": 0.1, "lr_scale": {r"^encoder\.": 3.0}, "grad_clip": 0})
+    a = build_learner(cfg, (1, 28, 28))
+    opt_a = torch.optim.SGD(param_groups(a, 0.1, cfg.train.lr_scale), lr=0.1)
+    for p in a.parameters():
+        p.grad = torch.ones_like(p)
+    before = {n: p.detach().clone() for n, p in a.named_parameters()}
+    opt_a.step()
+    moved = {n: (before[n] - p.detach()).abs().max().item() for n, p in a.named_parameters()}
+    assert all(m == pytest.approx(0.3 if n.startswith("encoder.") else 0.1) for n, m in moved.items())
+
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        param_groups(learner, 1e-3, {"^nothing_like_this": 2.0})
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        load_config("glyphs", ["train.lr_scale={'(' = 2.0}"])
+
+    from metagen.data import EpisodeSampler, load_splits
+    from metagen.train import Trainer
+
+    gan_like = tiny(train={"betas": [0.0, 0.9], "lr_scale": {r"\.decoder\.": 4.0}})
+    splits = load_splits(gan_like.data, gan_like.split)
+    opt = Trainer(gan_like, build_learner(gan_like, (1, 28, 28)), EpisodeSampler(splits.background)).optimizer
+    assert [(g["betas"], g["lr"]) for g in opt.param_groups] == [((0.0, 0.9), 4e-3), ((0.0, 0.9), 1e-3)]
+    with pytest.raises(ConfigError, match="betas"):
+        load_config("glyphs", ["train.betas=[0.9, 1.0]"])
+
+    run = tmp_path / "run"
+    scaled = {"lr_scale": {r"\.decoder\.": 2.0}}
+    train(tiny(train=scaled), run, progress=False)
+    assert train(tiny(train={**scaled, "steps": 6}), run, resume=True, progress=False).step == 6
+    changed = tiny(train={"steps": 8})
+    with pytest.raises(CheckpointError, match="lr_scale"):
+        train(changed, run, resume=True, progress=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -75,6 +76,11 @@ class TrainConfig(Strict):
     queries: int = Field(5, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"  # outer optimizer; plain SGD makes Reptile's lr its step size eps
     lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's; GANs are usually trained with (0.0, 0.9) or (0.5, 0.999)
+    # Per-parameter learning rates: {regex over parameter names: multiplier of lr}; the first pattern that
+    # matches a name wins, unmatched parameters use lr. E.g. {'\.disc\.' = 4.0}: a GAN's discriminator at
+    # 4x the generator's rate (TTUR, Heusel et al. 2017).
+    lr_scale: dict[str, float] = Field(default_factory=dict)
     grad_clip: float = Field(10.0, ge=0)  # 0 disables clipping
     seed: int = 0
     device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
@@ -85,6 +91,25 @@ class TrainConfig(Strict):
     val_every: int = Field(0, ge=0)
     # Stop when this many validations in a row bring no better validation loss; 0 trains all `steps`.
     patience: int = Field(0, ge=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("both must be in [0, 1)")
+        return v
+
+    @field_validator("lr_scale")
+    @classmethod
+    def _lr_scale(cls, v: dict[str, float]) -> dict[str, float]:
+        for pattern, scale in v.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"'{pattern}' is not a regular expression ({e})") from None
+            if not scale > 0:
+                raise ValueError(f"the multiplier of '{pattern}' must be > 0, got {scale}")
+        return v
 
     @field_validator("shots")
     @classmethod

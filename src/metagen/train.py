@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -72,8 +74,12 @@ class Trainer:
         self.progress = progress and self.group.is_main
         self.device = device_for(self.group, resolve_device(config.train.device))
         self.learner.to(self.device)
-        optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config.train.optimizer]
-        self.optimizer = optimizer(learner.parameters(), lr=config.train.lr)
+        groups = param_groups(learner, config.train.lr, config.train.lr_scale)
+        if config.train.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=config.train.lr,
+                                                                     betas=config.train.betas)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=config.train.lr)
         self.step = 0
         self.best_val: float | None = None
         self.best_step: int | None = None
@@ -116,14 +122,16 @@ class Trainer:
                 raise CheckpointError(
                     f"'{self.checkpoint_file}' was trained with {section}.{key} = {a.get(key)!r}, the config "
                     f"now says {b.get(key)!r}; resume with the original config or use a new --out")
-        if ckpt.config.train.optimizer != self.config.train.optimizer:
-            raise CheckpointError(f"'{self.checkpoint_file}' was trained with train.optimizer = "
-                                  f"{ckpt.config.train.optimizer!r}; resume with the same optimizer or use a new --out")
+        for key in ("optimizer", "lr_scale"):
+            if getattr(ckpt.config.train, key) != getattr(self.config.train, key):
+                raise CheckpointError(f"'{self.checkpoint_file}' was trained with train.{key} = "
+                                      f"{getattr(ckpt.config.train, key)!r}; resume with the same {key} or use a "
+                                      "new --out")
         load_model_state(self.learner, ckpt)
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.train.lr  # a resumed run may lower the learning rate
+            for group in self.optimizer.param_groups:  # a resumed run may lower the learning rate
+                group["lr"] = self.config.train.lr * group.get("lr_scale", 1.0)
         if ckpt.torch_rng is not None:
             torch.set_rng_state(ckpt.torch_rng)
         if ckpt.sampler is not None:
@@ -261,6 +269,25 @@ class _Logs:
     def close(self) -> None:
         self.file.close()
         self.tb.close()
+
+
+def param_groups(learner: torch.nn.Module, lr: float, lr_scale: dict[str, float]) -> list[dict[str, Any]]:
+    """Optimizer groups: one per `lr_scale` pattern (the first matching pattern takes a parameter), plus the
+    rest at `lr`. Each group records its `lr_scale`, so a resumed run can reapply it to a new `lr`."""
+    groups: dict[str, list[torch.nn.Parameter]] = {p: [] for p in lr_scale}
+    rest: list[torch.nn.Parameter] = []
+    for name, param in learner.named_parameters():
+        match = next((p for p in lr_scale if re.search(p, name)), None)
+        (groups[match] if match is not None else rest).append(param)
+    unused = [p for p, params in groups.items() if not params]
+    if unused:
+        example = next(n for n, _ in learner.named_parameters())
+        raise ConfigError(f"train.lr_scale pattern '{unused[0]}' matches no parameter of this model; "
+                          f"names look like '{example}'")
+    out = [{"params": params, "lr": lr * lr_scale[p], "lr_scale": lr_scale[p]} for p, params in groups.items()]
+    if rest:
+        out.append({"params": rest, "lr": lr, "lr_scale": 1.0})
+    return out
 
 
 def prepare(config: Config, data_dir: str | None = None) -> tuple[Config, Splits, MetaLearner]:

@@ -37,7 +37,7 @@ class GANConfig(GeneratorConfig):
     spectral_norm: bool = False  # spectral normalisation of the discriminator (not under vmap: it keeps state)
     # Weight of the discriminator's term in `loss`: its step size relative to the generator's in SGD inner
     # loops (Reptile, MAML-style adaptation). Adam normalises gradient scale away, so under the outer Adam it
-    # changes little; per-player learning rates (TTUR) would need separate optimizer groups.
+    # changes little: give the players separate learning rates with train.lr_scale instead (TTUR).
     d_weight: float = Field(1.0, gt=0)
     # Std of Gaussian noise added to every image the discriminator sees (Sonderby et al. 2016). Without it
     # the discriminator wins at once on binary data: real pixels are exactly 0 or 1, generated ones never.
