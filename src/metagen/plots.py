@@ -30,6 +30,7 @@ def nll_vs_shots(report: dict[str, Any], path: str | Path) -> Path:
             ax.errorbar([k for k, _ in pts], [c["mean"] for _, c in pts], yerr=[c["ci95"] for _, c in pts],
                         marker="o", capsize=3, label=name)
     ax.set_xscale("log")
+    ax.set_yscale("log")  # baselines (copy, scratch) sit far above the meta-learners
     shots = [int(k) for k in report["reference"]]
     ax.set_xticks(shots, [str(k) for k in shots])
     ax.set_xlabel("support examples (shots)")
