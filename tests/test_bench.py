@@ -155,3 +155,15 @@ def test_features_train_command(tmp_path, capsys):
     assert main(["features", "train", "--config", "glyphs", "--bench", preset, "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "feature network" in out and "background concepts" in out and "cached at" in out
+
+
+def test_every_packaged_bench_preset_loads_and_its_configs_validate():
+    from metagen.bench import bench_presets, method_config
+
+    for name in bench_presets():
+        _, preset = load_preset(name)
+        assert preset.shots == [1, 5, 10] and preset.methods
+        for method in preset.methods.values():
+            if method.config is not None:  # checkpoint methods need their run folders
+                cfg = method_config(method, seed=0, device="cpu")
+                assert cfg.eval.shots == [1, 5, 10] and cfg.data.image_size == 28
