@@ -1,0 +1,155 @@
+"""Text concepts from Debian's fortune packages, and the character vocabulary that encodes them.
+
+- `fortunes` (apt-get install fortunes): about 40 English category files (literature, science,
+  songs-poems, ...) in /usr/share/games/fortunes, entries separated by lines holding only "%". A concept
+  is a category; its examples are its entries.
+- `fortunes-zh` (apt-get install fortunes-zh): `tang300` (Three Hundred Tang Poems) and `song100` (One
+  Hundred Song Poems). Each entry is a poem: a title line, an author line ("作者：杜甫", Song poets with
+  their dates), then the verses. A concept is a poet; its examples are the poet's poems as title + verses
+  (the author line is dropped: it names the concept).
+
+Terminal colour codes (the Chinese files colour titles and authors) and backspace overstriking (old
+underlining in the English files) are removed. The vocabulary is character-level, so English and
+Chinese are handled alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from metagen.errors import DataError
+
+FORTUNE_DIR = Path("/usr/share/games/fortunes")
+POEM_FILES = {"tang300": "tang", "song100": "song"}  # fortunes-zh files of poems -> their collection
+NOT_CATEGORIES = {"chinese", "ascii-art", "translate-me", "pratchett"}  # no single voice, art, or a stub
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+OVERSTRIKE = re.compile(r"_+\x08+|.\x08")  # "_\bA" and the .u8 files' "___\b\b\bONE" both underline
+AUTHOR = re.compile(r"^作者[:：]\s*(.+?)\s*$")
+DATES = re.compile(r"[（(][^）)]*[）)]$")
+
+
+@dataclass
+class TextConcept:
+    name: str  # "literature", "杜甫"
+    group: str  # "english", "tang", "song"
+    texts: list[str]
+
+
+def clean(text: str) -> str:
+    """Strip colour codes, overstriking and surrounding blank space."""
+    return OVERSTRIKE.sub("", ANSI.sub("", text)).strip()
+
+
+def read_entries(path: Path) -> list[str]:
+    """The non-empty entries of a fortune file, cleaned."""
+    try:
+        raw = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise DataError(f"cannot read fortune file '{path}': {e.strerror}") from None
+    return [e for e in (clean(part) for part in re.split(r"^%$", raw, flags=re.M)) if e]
+
+
+def parse_poem(entry: str) -> tuple[str, str] | None:
+    """(poet, title + verses) of a fortunes-zh poem entry, or None if it has no author line."""
+    lines = entry.split("\n")
+    for i, line in enumerate(lines[:3]):
+        m = AUTHOR.match(line.strip())
+        if m:
+            poet = DATES.sub("", m.group(1)).strip()
+            title = "\n".join(lines[:i]).strip().removeprefix("题目:").removeprefix("题目：")
+            return poet, "\n".join([title, *lines[i + 1 :]]).strip()
+    return None
+
+
+def require_fortunes(root: Path, files: list[str], package: str) -> None:
+    missing = [f for f in files if not (root / f).is_file()]
+    if missing:
+        raise DataError(f"'{root / missing[0]}' not found: install the text data with "
+                        f"`apt-get install -y {package}` (or point data.data_dir at a copy of {root})")
+
+
+def english_categories(root: Path = FORTUNE_DIR) -> list[TextConcept]:
+    """One concept per English category file (the UTF-8 `.u8` variant where the package ships one)."""
+    require_fortunes(root, ["literature"], "fortunes")
+    concepts = []
+    for path in sorted(root.iterdir()):
+        if path.suffix or path.name in NOT_CATEGORIES or path.name in POEM_FILES or not path.is_file():
+            continue
+        u8 = path.with_name(path.name + ".u8")
+        concepts.append(TextConcept(path.name, "english", read_entries(u8 if u8.is_file() else path)))
+    return concepts
+
+
+def chinese_poets(root: Path = FORTUNE_DIR) -> list[TextConcept]:
+    """One concept per poet of tang300 and song100, in order of first appearance."""
+    require_fortunes(root, list(POEM_FILES), "fortunes-zh")
+    concepts: dict[str, TextConcept] = {}
+    for file, collection in POEM_FILES.items():
+        for entry in read_entries(root / file):
+            parsed = parse_poem(entry)
+            if parsed is None:
+                continue
+            poet, poem = parsed
+            concepts.setdefault(poet, TextConcept(poet, collection, [])).texts.append(poem)
+    return list(concepts.values())
+
+
+def fortune_concepts(root: Path = FORTUNE_DIR, min_entries: int = 1, max_chars: int | None = None) -> list[TextConcept]:
+    """English categories and Chinese poets with at least `min_entries` entries of at most `max_chars`."""
+    out = []
+    for c in english_categories(root) + chinese_poets(root):
+        texts = [t for t in c.texts if max_chars is None or len(t) <= max_chars]
+        if len(texts) >= min_entries:
+            out.append(TextConcept(c.name, c.group, texts))
+    return out
+
+
+class CharVocab:
+    """Characters <-> ids. 0 pads, 1 begins and ends a text, 2 stands for any character not in the vocabulary."""
+
+    PAD, BOUNDARY, UNK = 0, 1, 2
+    RESERVED = 3
+
+    def __init__(self, chars: str) -> None:
+        if len(set(chars)) != len(chars):
+            raise ValueError("vocabulary characters must be distinct")
+        self.chars = chars
+        self.index = {c: i + self.RESERVED for i, c in enumerate(chars)}
+
+    @classmethod
+    def build(cls, texts: list[str], min_count: int = 1) -> CharVocab:
+        """Every character seen at least `min_count` times, most frequent first (ties in code-point order)."""
+        counts = Counter(c for t in texts for c in t)
+        return cls("".join(sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))))
+
+    def __len__(self) -> int:
+        return len(self.chars) + self.RESERVED
+
+    def encode(self, texts: list[str], length: int) -> torch.Tensor:
+        """[N, length] int64: boundary, the characters, boundary, then padding; longer texts are an error."""
+        out = torch.full((len(texts), length), self.PAD, dtype=torch.long)
+        for i, t in enumerate(texts):
+            if len(t) + 2 > length:
+                raise DataError(f"text {i} has {len(t)} characters; the sequence length {length} holds "
+                                f"{length - 2}: raise data.max_len or drop longer texts")
+            ids = [self.BOUNDARY, *(self.index.get(c, self.UNK) for c in t), self.BOUNDARY]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """[N, L] ids -> texts: what lies between the opening and the closing boundary ("\ufffd" for unknown)."""
+        texts = []
+        for row in ids.tolist():
+            body = row[1:] if row and row[0] == self.BOUNDARY else row
+            chars = []
+            for i in body:
+                if i in (self.BOUNDARY, self.PAD):
+                    break
+                chars.append("\ufffd" if i == self.UNK else self.chars[i - self.RESERVED])
+            texts.append("".join(chars))
+        return texts
