@@ -33,13 +33,25 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    source: Literal["omniglot", "glyphs"] = "glyphs"
-    data_dir: str | None = None  # None: --data-dir, then $METAGEN_DATA_DIR
+    source: Literal["omniglot", "glyphs", "fortunes"] = "glyphs"
+    data_dir: str | None = None  # None: --data-dir, then $METAGEN_DATA_DIR (fortunes: /usr/share/games/fortunes)
     image_size: int = Field(28, ge=8, le=128)
     # Omniglot: add the 90/180/270-degree rotations of each *background* character as new concepts
     # (Santoro et al. 2016). Held-out concepts are never rotated.
     rotations: bool = False
     examples_per_concept: int = Field(20, ge=2, le=200)  # glyphs only: renders per character
+    # fortunes (text): tokens per text, its two boundary marks included; longer entries are left out.
+    max_len: int = Field(256, ge=8, le=4096)
+    min_entries: int = Field(15, ge=2)  # fortunes: concepts with fewer entries (of at most max_len) are left out
+    # fortunes: the character vocabulary (ids 3, 4, ... in this order), filled in from the meta-training
+    # concepts when a run starts, so a checkpoint encodes text exactly as it was trained.
+    vocab: str | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> DataConfig:
+        if self.source == "fortunes" and self.rotations:
+            raise ValueError("data.rotations applies to images; set it to false for text")
+        return self
 
 
 class SplitConfig(Strict):
@@ -163,7 +175,14 @@ class Config(Strict):
     @model_validator(mode="after")
     def _pair(self) -> Config:
         """The generator family and the learner must make sense together (docs/ARCHITECTURE.md's matrix)."""
-        problem = LEARNERS.get(self.learner.name).incompatible(GENERATORS.get(self.generator.name))
+        generator = GENERATORS.get(self.generator.name)
+        text_data = self.data.source == "fortunes"
+        if (generator.modality == "text") != text_data:
+            kinds = "lstm or transformer" if text_data else "vae, pixelcnn, flow, diffusion or gan"
+            raise ValueError(f"generator '{self.generator.name}' models {generator.modality}, data.source "
+                             f"'{self.data.source}' is {'text' if text_data else 'images'}: use generator.name = "
+                             f"{kinds}")
+        problem = LEARNERS.get(self.learner.name).incompatible(generator)
         if problem:
             raise ValueError(problem)
         return self

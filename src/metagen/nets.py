@@ -23,6 +23,29 @@ class ConvEncoder(nn.Module):
         return self.fc(self.conv(x))
 
 
+class TextEncoder(nn.Module):
+    """Token ids [B, L] (0 = padding) -> features [B, out_dim]: embeddings, a bidirectional GRU, the mean over
+    the text's tokens and a linear layer."""
+
+    def __init__(self, vocab_size: int, width: int, out_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, width, padding_idx=0)
+        self.gru = nn.GRU(width, width, batch_first=True, bidirectional=True)
+        self.fc = nn.Sequential(nn.Linear(2 * width, out_dim), nn.ELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = (x != 0).unsqueeze(-1).float()  # [B, L, 1]
+        h, _ = self.gru(self.embed(x))  # [B, L, 2 * width]
+        return self.fc((h * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def example_encoder(example_shape: tuple[int, ...], width: int, out_dim: int, vocab_size: int = 0) -> nn.Module:
+    """The per-example encoder of a set: ConvEncoder for images [C, H, W], TextEncoder for texts [L]."""
+    if len(example_shape) == 1:
+        return TextEncoder(vocab_size, width, out_dim)
+    return ConvEncoder(example_shape[0], example_shape[-1], width, out_dim)
+
+
 class ConvDecoder(nn.Module):
     """Vectors [B, in_dim] -> logits [B, C, H, W]: a linear layer and two stride-2 transposed convolutions."""
 

@@ -291,10 +291,14 @@ def param_groups(learner: torch.nn.Module, lr: float, lr_scale: dict[str, float]
 
 
 def prepare(config: Config, data_dir: str | None = None) -> tuple[Config, Splits, MetaLearner]:
-    """Load the data and build the learner; the returned config records the resolved held-out groups."""
+    """Load the data and build the learner; the returned config records the resolved held-out groups (and, for
+    text, the vocabulary)."""
     splits = load_splits(config.data, config.split, data_dir)
     config = config.model_copy(deep=True)
     config.split.test_groups = splits.test_groups
+    if splits.vocab is not None:  # text: the model's vocabulary is the meta-training concepts' characters
+        config.data.vocab = splits.vocab.chars
+        config.generator.vocab_size = len(splits.vocab)
     torch.manual_seed(config.train.seed)  # weight initialisation follows the seed
     return config, splits, build_learner(config, splits.background.example_shape)
 

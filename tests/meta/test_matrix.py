@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_contract import LEARNER_CFG
-from toy import toy_tasks
+from toy import toy_tasks, toy_text_tasks
 
 from metagen.config import from_dict
 from metagen.errors import ConfigError
@@ -21,10 +21,15 @@ GEN_CFG = {
     "pixelcnn": {"channels": 8, "layers": 2, "kernel": 3, "attn_dim": 8, "attn_every": 1},
     "diffusion": {"channels": 8, "timesteps": 10, "sample_steps": 2, "eval_steps": 3},
     "gan": {"latent_dim": 4, "channels": 4},
+    "lstm": {"vocab_size": 10, "embed_dim": 8, "hidden": 16},
+    "transformer": {"vocab_size": 10, "dim": 16, "heads": 2, "layers": 1},
 }
+TEXT = {"lstm", "transformer"}
 REFUSED = {
     ("flow", "attention"), ("diffusion", "attention"), ("gan", "attention"),  # no attention over a memory
     ("gan", "maml"), ("gan", "metasgd"),  # second order through a two-player game
+    ("lstm", "attention"), ("transformer", "attention"),
+    ("lstm", "copy"), ("transformer", "copy"),  # copy's likelihood is for binary images
 }
 SHAPE = (1, 8, 8)  # toy_tasks' images
 
@@ -34,7 +39,8 @@ def test_the_table_covers_every_registered_family():
 
 
 def _config(family: str, learner: str):
-    return from_dict({"generator": {"name": family, **GEN_CFG[family]},
+    return from_dict({"data": {"source": "fortunes" if family in TEXT else "glyphs"},
+                      "generator": {"name": family, **GEN_CFG[family]},
                       "learner": {"name": learner, **LEARNER_CFG[learner]}})
 
 
@@ -47,8 +53,9 @@ def test_pair_works_or_is_refused_in_one_line(family, learner):
         assert "\n" not in str(err.value) and family in str(err.value)
         return
     torch.manual_seed(0)
-    model = build_learner(_config(family, learner), SHAPE)
-    tasks = toy_tasks(T=2, K=3, Q=2, dtype=torch.float32)
+    shape = (12,) if family in TEXT else SHAPE
+    model = build_learner(_config(family, learner), shape)
+    tasks = toy_text_tasks() if family in TEXT else toy_tasks(T=2, K=3, Q=2, dtype=torch.float32)
     if model.meta_trained:
         loss = model.meta_loss(tasks)
         assert loss.dim() == 0 and torch.isfinite(loss)
@@ -56,7 +63,7 @@ def test_pair_works_or_is_refused_in_one_line(family, learner):
     with torch.no_grad():
         adapted = model.adapt(tasks.support[0])
         x = adapted.sample(2, generator=torch.Generator().manual_seed(0))
-        assert x.shape == (2, *SHAPE) and x.min() >= 0 and x.max() <= 1
+        assert x.shape == (2, *shape) and x.min() >= 0 and x.max() <= (9 if family in TEXT else 1)
         if adapted.has_log_prob:
             assert torch.isfinite(adapted.log_prob(tasks.query[0], iw_samples=2)).all()
         else:

@@ -12,10 +12,11 @@ from metagen.data.episodes import EpisodeSampler, Tasks, fixed_tasks
 from metagen.data.glyphs import load_glyphs
 from metagen.data.images import Layout, load_image, load_support
 from metagen.data.omniglot import load_omniglot
+from metagen.data.text import FORTUNE_DIR, CharVocab, all_characters, load_fortunes, restrict
 from metagen.errors import DataError
 
 # How each source lays characters out on the canvas; user images given to `adapt` get the same treatment.
-LAYOUTS: dict[str, Layout] = {"omniglot": "resize", "glyphs": "fit"}
+LAYOUTS: dict[str, Layout] = {"omniglot": "resize", "glyphs": "fit", "fortunes": "fit"}  # fortunes: unused
 
 
 @dataclass
@@ -25,17 +26,24 @@ class Splits:
     test_groups: list[str]
     layout: Layout
     validation: ConceptSet  # background-group concepts kept out of meta-training (may be empty)
+    vocab: CharVocab | None = None  # text: the meta-training concepts' characters
 
 
-def resolve_data_dir(configured: str | None, override: str | None = None) -> Path | None:
-    """--data-dir, else the config's data.data_dir, else $METAGEN_DATA_DIR."""
-    chosen = override or configured or os.environ.get("METAGEN_DATA_DIR")
+def resolve_data_dir(configured: str | None, override: str | None = None, env: bool = True) -> Path | None:
+    """--data-dir, else the config's data.data_dir, else $METAGEN_DATA_DIR (if `env`)."""
+    chosen = override or configured or (os.environ.get("METAGEN_DATA_DIR") if env else None)
     return Path(chosen).expanduser() if chosen else None
 
 
 def load_concepts(data: DataConfig, data_dir: str | None = None) -> ConceptSet:
+    """Every concept of `data`; text is encoded with `data.vocab`, or with every character seen if it is unset."""
     if data.source == "glyphs":
         return load_glyphs(data.image_size, data.examples_per_concept)
+    if data.source == "fortunes":
+        root = resolve_data_dir(data.data_dir, data_dir, env=False) or FORTUNE_DIR
+        vocab = CharVocab(data.vocab) if data.vocab is not None else \
+            all_characters(root, data.max_len, data.min_entries)
+        return load_fortunes(root, data.max_len, data.min_entries, vocab)
     root = resolve_data_dir(data.data_dir, data_dir)
     if root is None:
         raise DataError("Omniglot needs a data dir: pass --data-dir DIR or set METAGEN_DATA_DIR to the folder "
@@ -54,7 +62,16 @@ def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None =
     background, validation = split_concepts(background, split_cfg.val_fraction, split_cfg.seed)
     if data.rotations:
         background = background.with_rotations()
-    return Splits(background, held_out, test_groups, LAYOUTS[data.source], validation)
+    vocab = None
+    if data.source == "fortunes":
+        full = CharVocab(data.vocab) if data.vocab is not None else \
+            all_characters(resolve_data_dir(data.data_dir, data_dir, env=False) or FORTUNE_DIR, data.max_len,
+                           data.min_entries)
+        vocab, lookup = (full, None) if data.vocab is not None else restrict(full, background)
+        if lookup is not None:  # characters only held-out concepts use become UNK
+            background, validation, held_out = (s.map_examples(lookup.__getitem__)
+                                                for s in (background, validation, held_out))
+    return Splits(background, held_out, test_groups, LAYOUTS[data.source], validation, vocab)
 
 
 __all__ = [

@@ -7,6 +7,7 @@ and splits hold out whole groups, so evaluation concepts share nothing with meta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,10 @@ class ConceptSet:
 
     def in_groups(self, groups: set[str]) -> ConceptSet:
         return self.subset([i for i, g in enumerate(self.groups) if g in groups])
+
+    def map_examples(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ConceptSet:
+        """The same concepts with `fn` applied to each concept's examples."""
+        return ConceptSet([fn(e) for e in self.examples], list(self.names), list(self.groups), dict(self.group_origin))
 
     def with_rotations(self) -> ConceptSet:
         """Add the 90/180/270-degree rotations of every concept as new concepts of the same group."""

@@ -14,7 +14,7 @@ from metagen.errors import DataError
 
 @dataclass
 class Tasks:
-    support: torch.Tensor  # [T, K, *example_shape] float
+    support: torch.Tensor  # [T, K, *example_shape] float (images) or int64 token ids (text)
     query: torch.Tensor  # [T, Q, *example_shape] float
     concepts: torch.Tensor  # [T] index of each task's concept in its ConceptSet
     support_ids: torch.Tensor  # [T, K] example index within the concept
@@ -39,8 +39,10 @@ class Tasks:
 
 
 def _gather(concepts: ConceptSet, cidx: np.ndarray, ids: np.ndarray) -> torch.Tensor:
-    """[T, n] example ids of concepts `cidx` -> float [T, n, *shape]."""
-    return torch.stack([concepts.examples[c][torch.from_numpy(i)] for c, i in zip(cidx, ids, strict=True)]).float()
+    """[T, n] example ids of concepts `cidx` -> [T, n, *shape]: token ids stay int64 (text), anything else
+    (images, stored as uint8) becomes float."""
+    out = torch.stack([concepts.examples[c][torch.from_numpy(i)] for c, i in zip(cidx, ids, strict=True)])
+    return out if out.dtype == torch.long else out.float()
 
 
 def _check_size(concepts: ConceptSet, needed: int, what: str) -> None:

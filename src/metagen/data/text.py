@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from metagen.data.concepts import ConceptSet
 from metagen.errors import DataError
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
@@ -30,6 +31,7 @@ NOT_CATEGORIES = {"chinese", "ascii-art", "translate-me", "pratchett"}  # no sin
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 OVERSTRIKE = re.compile(r"_+\x08+|.\x08")  # "_\bA" and the .u8 files' "___\b\b\bONE" both underline
 AUTHOR = re.compile(r"^作者[:：]\s*(.+?)\s*$")
+SAME_GROUP = {"linuxcookie": "linux", "debian": "linux"}  # near-duplicate categories are held out together
 DATES = re.compile(r"[（(][^）)]*[）)]$")
 
 
@@ -153,3 +155,32 @@ class CharVocab:
                 chars.append("\ufffd" if i == self.UNK else self.chars[i - self.RESERVED])
             texts.append("".join(chars))
         return texts
+
+
+def load_fortunes(root: Path, max_len: int, min_entries: int, vocab: CharVocab) -> ConceptSet:
+    """Fortune concepts encoded with `vocab`: examples [N_i, max_len] int64. Each concept is its own group
+    (so split.test_groups names held-out categories and poets), except that near-duplicate categories share
+    one: linuxcookie and debian with linux."""
+    concepts = fortune_concepts(root, min_entries, max_len - 2)
+    if not concepts:
+        raise DataError(f"no fortune category or poet has {min_entries} entries of at most {max_len - 2} characters; "
+                        "lower data.min_entries or raise data.max_len")
+    return ConceptSet([vocab.encode(c.texts, max_len) for c in concepts], [c.name for c in concepts],
+                      [SAME_GROUP.get(c.name, c.name) for c in concepts])
+
+
+def all_characters(root: Path, max_len: int, min_entries: int) -> CharVocab:
+    """A provisional vocabulary of every character of every concept, to be narrowed by `restrict`."""
+    return CharVocab.build([t for c in fortune_concepts(root, min_entries, max_len - 2) for t in c.texts])
+
+
+def restrict(vocab: CharVocab, training: ConceptSet) -> tuple[CharVocab, torch.Tensor]:
+    """(the vocabulary of the characters the training concepts use, most frequent first; a lookup table
+    old id -> new id that sends every other character to UNK)."""
+    counts = torch.bincount(torch.cat([e.flatten() for e in training.examples]), minlength=len(vocab))
+    kept = [i for i in range(CharVocab.RESERVED, len(vocab)) if counts[i] > 0]
+    kept.sort(key=lambda i: (-int(counts[i]), vocab.chars[i - CharVocab.RESERVED]))
+    lookup = torch.full((len(vocab),), CharVocab.UNK, dtype=torch.long)
+    lookup[: CharVocab.RESERVED] = torch.arange(CharVocab.RESERVED)
+    lookup[torch.tensor(kept, dtype=torch.long)] = torch.arange(len(kept)) + CharVocab.RESERVED
+    return CharVocab("".join(vocab.chars[i - CharVocab.RESERVED] for i in kept)), lookup

@@ -31,6 +31,7 @@ class Generator(nn.Module):
     has_log_prob: ClassVar[bool] = True
     supports_memory: ClassVar[bool] = False
     adversarial: ClassVar[bool] = False  # loss is a two-player game (GAN), not a likelihood to minimise
+    modality: ClassVar[str] = "images"  # what it models: "images" [C, H, W] or "text" (token ids [L])
     # Parameters a hypernetwork emits per task unless learner.hyper_params says otherwise (the output side).
     task_params: ClassVar[str] = "."
 

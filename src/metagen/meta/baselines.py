@@ -18,7 +18,7 @@ from torch import nn
 
 from metagen.config import GeneratorConfig, LearnerConfig
 from metagen.data.episodes import Tasks
-from metagen.generators.base import build_generator
+from metagen.generators.base import Generator, build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
 from metagen.registry import LEARNERS
 
@@ -66,6 +66,13 @@ def copy_log_prob(x: torch.Tensor, support: torch.Tensor, flip_logit: torch.Tens
 class CopySupport(MetaLearner):
     Config = CopyConfig
     uses_generator = False
+
+    @classmethod
+    def incompatible(cls, generator: type[Generator]) -> str | None:
+        if generator.modality != "images":
+            return (f"learner 'copy' has a likelihood for binary images only (pixel flips); generator "
+                    f"'{generator.registry_name}' models text")
+        return None
 
     def __init__(self, cfg: CopyConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         super().__init__(cfg, generator_cfg, example_shape)

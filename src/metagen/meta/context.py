@@ -22,7 +22,7 @@ from metagen.config import GeneratorConfig, LearnerConfig
 from metagen.data.episodes import Tasks
 from metagen.generators.base import build_generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
-from metagen.nets import ConvEncoder, gaussian_kl, mlp
+from metagen.nets import example_encoder, gaussian_kl, mlp
 from metagen.registry import LEARNERS
 
 
@@ -41,9 +41,9 @@ class SetEncoder(nn.Module):
     """Support sets [T, K, *example_shape] -> q(c|S) as (mu, logvar), each [T, context_dim]; mean pooling over K."""
 
     def __init__(self, example_shape: tuple[int, ...], channels: int, hidden: int, context_dim: int,
-                 init_logvar: float = 0.0) -> None:
+                 init_logvar: float = 0.0, vocab_size: int = 0) -> None:
         super().__init__()
-        self.embed = ConvEncoder(example_shape[0], example_shape[-1], channels, hidden)
+        self.embed = example_encoder(example_shape, channels, hidden, vocab_size)
         self.post = mlp(hidden, hidden, 2 * context_dim)
         with torch.no_grad():
             self.post[-1].bias[context_dim:] = init_logvar
@@ -61,7 +61,8 @@ class SetConditioned(MetaLearner):
 
     def __init__(self, cfg: ContextConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         super().__init__(cfg, generator_cfg, example_shape)
-        self.encoder = SetEncoder(self.example_shape, cfg.channels, cfg.hidden, cfg.context_dim, cfg.init_logvar)
+        self.encoder = SetEncoder(self.example_shape, cfg.channels, cfg.hidden, cfg.context_dim, cfg.init_logvar,
+                                  getattr(generator_cfg, "vocab_size", 0))
         self.generator = build_generator(generator_cfg, self.example_shape, cond_dim=cfg.context_dim)
 
     def meta_loss(self, tasks: Tasks) -> torch.Tensor:

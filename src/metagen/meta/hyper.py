@@ -82,7 +82,8 @@ class HyperNetwork(MetaLearner):
         if not targets:
             raise ConfigError(f"learner.hyper_params = {pattern!r} matches no generator parameter")
         self.names = list(targets)
-        self.encoder = SetEncoder(self.example_shape, cfg.channels, cfg.hidden, cfg.code_dim, cfg.init_logvar)
+        self.encoder = SetEncoder(self.example_shape, cfg.channels, cfg.hidden, cfg.code_dim, cfg.init_logvar,
+                                  getattr(generator_cfg, "vocab_size", 0))
         self.trunk = nn.Sequential(nn.Linear(cfg.code_dim, cfg.hidden), nn.ELU())
         self.heads = nn.ModuleList(WeightHead(cfg.hidden, p.shape, cfg.rank) for p in targets.values())
         self.randomness: Literal["different", "same", "error"] = "different"  # vmap's noise per task
