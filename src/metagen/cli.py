@@ -1,4 +1,4 @@
-"""Command line: metagen train | adapt | sample | eval | bench | features train | demo | presets."""
+"""Command line: metagen train | adapt | write | sample | eval | bench | features train | demo | presets."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=20, help="number of samples")
     p.add_argument("--out", default="adapted.png", help="PNG grid: the support row, then the samples")
     p.add_argument("--each", default=None, metavar="DIR", help="also write every sample as its own PNG here")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+
+    p = sub.add_parser("write", help="adapt a text model to a few texts of an author or style and write more")
+    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint of a text model")
+    p.add_argument("--support", nargs="+", required=True, metavar="FILE",
+                   help="text files; a file holds one text, or several separated by lines holding only %%")
+    p.add_argument("--n", type=int, default=5, help="number of texts to write")
+    p.add_argument("--prompt", default="", help="every text starts with this")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer, above 1: wilder")
+    p.add_argument("--top-k", type=int, default=None, help="draw each character from the k likeliest only")
     p.add_argument("--seed", type=int, default=0)
     _add_common(p)
 
@@ -140,6 +151,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     _positive(args.n, "--n")
     learner, ckpt, device = _load(args)
     data = ckpt.config.data
+    if data.source == "fortunes":
+        raise MetagenError(f"'{ckpt.path}' is a text model; adapt it to texts with `metagen write`")
     support = load_support(args.support, data.image_size, LAYOUTS[data.source]).to(device)  # [K, 1, H, W]
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
@@ -151,6 +164,45 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_write(args: argparse.Namespace) -> int:
+    import torch
+
+    from metagen.data.text import CharVocab, read_entries
+
+    _positive(args.n, "--n")
+    if args.temperature <= 0:
+        raise MetagenError(f"--temperature must be > 0, got {args.temperature}")
+    if args.top_k is not None:
+        _positive(args.top_k, "--top-k")
+    learner, ckpt, device = _load(args)
+    data = ckpt.config.data
+    if data.source != "fortunes" or data.vocab is None:
+        raise MetagenError(f"'{ckpt.path}' is a model of {data.source} images; `metagen write` needs a text model "
+                           "(data.source = 'fortunes'); use `metagen adapt` for images")
+    texts = [t for f in args.support for t in read_entries(Path(f))]
+    if not texts:
+        raise MetagenError("the support files hold no text; give at least one non-empty file")
+    longest = max(texts, key=len)
+    if len(longest) > data.max_len - 2:
+        raise MetagenError(f"a support text has {len(longest)} characters; this model reads at most "
+                           f"{data.max_len - 2}: split it into entries separated by lines holding only %")
+    if len(args.prompt) > data.max_len - 2:
+        raise MetagenError(f"--prompt has {len(args.prompt)} characters; at most {data.max_len - 2} fit")
+    vocab = CharVocab(data.vocab)
+    support = vocab.encode(texts, data.max_len).to(device)  # [K, L]
+    unknown = sorted({c for t in texts for c in t if c not in vocab.index})
+    if unknown:
+        print(f"note: {len(unknown)} characters of the support are not in the model's vocabulary and are read as "
+              f"unknown: {''.join(unknown[:20])}", file=sys.stderr)
+    prompt = vocab.encode([args.prompt], data.max_len)[0, 1 : len(args.prompt) + 1].to(device)
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    with torch.no_grad():
+        out = learner.adapt(support).sample(args.n, generator=g, temperature=args.temperature, top_k=args.top_k,
+                                            prompt=prompt if args.prompt else None)
+    print("\n%\n".join(vocab.decode(out.cpu())))
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -158,10 +210,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     _positive(args.n, "--n")
     _positive(args.concepts, "--concepts")
-    learner, _, device = _load(args)
+    learner, ckpt, device = _load(args)
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
         rows = torch.stack([learner.prior(generator=g).sample(args.n, generator=g) for _ in range(args.concepts)])
+    if ckpt.config.data.source == "fortunes":  # text: print each imagined style's texts
+        from metagen.data.text import CharVocab
+
+        vocab = CharVocab(ckpt.config.data.vocab)
+        print("\n\n".join(f"## style {i}\n" + "\n%\n".join(vocab.decode(r.cpu())) for i, r in enumerate(rows)))
+        return 0
     print(f"wrote {save_png(sample_grid(rows), args.out)}: {args.concepts} rows x {args.n} samples")
     return 0
 
@@ -229,8 +287,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
-            "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets}
+COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "write": cmd_write, "sample": cmd_sample, "eval": cmd_eval,
+            "bench": cmd_bench, "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 from metagen.checkpoint import atomic_write_text, load_learner
 from metagen.config import Config
 from metagen.data import EpisodeSampler, Splits, Tasks, fixed_tasks, load_splits
+from metagen.data.text import CharVocab
 from metagen.errors import CheckpointError, ConfigError
+from metagen.generators.text import characters
 from metagen.meta.base import MetaLearner, build_learner
 from metagen.metrics import mean_ci
 from metagen.viz import save_png, task_grid
@@ -40,9 +42,9 @@ class Method:
 
 def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: int, seed: int = 0,
               bar: tqdm | None = None) -> dict[int, dict[str, Any]]:
-    """Per k in `shots`: mean NLL (nats/image) over tasks, its 95% CI, the mean adapt time, and how many
-    tasks gave a non-finite likelihood (`diverged`; then the mean is NaN). Families without a likelihood
-    (GANs) get nll None and only the adapt time."""
+    """Per k in `shots`: mean NLL over tasks (nats/image; text: bits/character), its 95% CI, the mean adapt
+    time, and how many tasks gave a non-finite likelihood (`diverged`; then the mean is NaN). Families
+    without a likelihood (GANs) get nll None and only the adapt time."""
     out: dict[int, dict[str, Any]] = {}
     for k in shots:
         torch.manual_seed(seed)
@@ -52,7 +54,10 @@ def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: 
             adapted = learner.adapt(tasks.support[t, :k])
             adapt_s += time.perf_counter() - t0
             if adapted.has_log_prob:
-                per_task.append(-adapted.log_prob(tasks.query[t], iw_samples=iw_samples).mean().item())
+                nats = -adapted.log_prob(tasks.query[t], iw_samples=iw_samples)  # [Q]
+                is_text = tasks.query.dtype == torch.long
+                per_task.append((nats.sum() / characters(tasks.query[t]).sum() / math.log(2)).item() if is_text
+                                else nats.mean().item())
             if bar is not None:
                 bar.update(1)
         if not per_task:
@@ -162,7 +167,8 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
                                         if v is not None})
     ev = type(ev).model_validate(ev.model_dump())  # re-validate the overrides
     splits = load_splits(config.data, config.split, data_dir)
-    if include_copy and not any(m.learner.cfg.name == "copy" for m in methods):
+    text = config.data.source == "fortunes"
+    if include_copy and not text and not any(m.learner.cfg.name == "copy" for m in methods):
         methods.append(fit_copy(config, splits, dev))
     tasks = fixed_tasks(splits.held_out, max(ev.shots), ev.queries, ev.seed, ev.max_tasks).to(dev)
     out = Path(out_dir)
@@ -170,6 +176,7 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
         "data": {"source": config.data.source, "held_out_groups": splits.test_groups, "n_tasks": len(tasks),
                  "queries_per_task": ev.queries, "image_size": config.data.image_size},
         "iw_samples": ev.iw_samples, "shots": ev.shots, "seed": ev.seed, "methods": {},
+        "unit": "bits/character" if text else "nats/image",
     }
     bar = tqdm(total=len(methods) * len(ev.shots) * len(tasks), desc="eval", unit="task", disable=not progress,
                dynamic_ncols=True)
@@ -181,7 +188,11 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
             t0 = time.perf_counter()
             curve = nll_curve(m.learner, tasks, ev.shots, ev.iw_samples, ev.seed, bar)
             samples = sample_tasks(m.learner, rows, grid_k, grid_samples, ev.seed)
-            grid = save_png(task_grid(rows.support[:, :grid_k], samples), out / f"samples_{_slug(m.name)}.png")
+            if text:
+                grid = write_texts(rows.support[:, :grid_k], samples, CharVocab(config.data.vocab),
+                                   out / f"samples_{_slug(m.name)}.txt")
+            else:
+                grid = save_png(task_grid(rows.support[:, :grid_k], samples), out / f"samples_{_slug(m.name)}.png")
             report["methods"][m.name] = {
                 "source": m.source, "train_steps": m.train_steps, "eval_seconds": time.perf_counter() - t0,
                 "nll": {str(k): v for k, v in curve.items()}, "samples_png": grid.name,
@@ -196,12 +207,23 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
     return report
 
 
+def write_texts(support: torch.Tensor, samples: torch.Tensor, vocab: CharVocab, path: Path) -> Path:
+    """Text counterpart of a sample grid: per task, its support texts, then the generated ones."""
+    blocks = []
+    for t, (s, x) in enumerate(zip(support, samples, strict=True)):
+        blocks.append(f"## task {t}: support\n" + "\n%\n".join(vocab.decode(s.cpu())) + "\n\n## task "
+                      f"{t}: generated\n" + "\n%\n".join(vocab.decode(x.cpu())))
+    atomic_write_text(path, "\n\n".join(blocks) + "\n")
+    return path
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """NLL table: one row per method, one column per shot count, mean +- 95% CI in nats/image."""
     shots = [str(k) for k in report["shots"]]
     d = report["data"]
+    unit = report.get("unit", "nats/image")
     lines = [f"Held-out {d['source']} groups {', '.join(d['held_out_groups'])}: {d['n_tasks']} tasks x "
-             f"{d['queries_per_task']} query images; NLL in nats/image (lower is better), mean +- 95% CI across "
+             f"{d['queries_per_task']} queries; NLL in {unit} (lower is better), mean +- 95% CI across "
              f"tasks; VAE bounds with k = {report['iw_samples']} importance samples.", "",
              "| method | " + " | ".join(f"{k}-shot NLL" for k in shots) + " | adapt ms/task |",
              "|---|" + "---:|" * (len(shots) + 1)]

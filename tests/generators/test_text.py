@@ -171,3 +171,36 @@ def test_adaptation_lowers_held_out_perplexity(styles_dir):
                     assert own < -GeneratorAdapted(model.generator).log_prob(tasks.query[t]).sum()
                 bits = (own / characters(tasks.query[t]).sum() / math.log(2)).item()
                 assert 0 < bits < 20
+
+
+def test_text_through_the_command_line(styles_dir, tmp_path, capsys):
+    from metagen.cli import main
+
+    run = str(tmp_path / "run")
+    settings = [f"data.data_dir='{styles_dir}'", "data.max_len=16", "split.test_groups=['held1', 'held2']",
+                "split.val_fraction=0", "train.val_every=0", "train.patience=0", "generator.hidden=16",
+                "generator.embed_dim=8", "learner.channels=8", "learner.hidden=16", "learner.context_dim=4",
+                "train.meta_batch=4"]
+    tiny = [arg for s in settings for arg in ("--set", s)] + ["--quiet"]
+    assert main(["train", "--config", "fortunes", "--out", run, "--steps", "3", *tiny]) == 0
+    assert main(["eval", "--checkpoint", run, "--out", str(tmp_path / "eval"), "--shots", "1", "5",
+                 "--quiet"]) == 0
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "bits/character" in report and "copy" not in report
+    assert (tmp_path / "eval" / "samples_context.txt").read_text().startswith("## task 0: support")
+    capsys.readouterr()
+
+    support = tmp_path / "style.txt"
+    support.write_text("abcab\n%\ncabba\n%\nbbca\n")
+    assert main(["write", "--checkpoint", run, "--support", str(support), "--n", "3", "--prompt", "ab",
+                 "--top-k", "3", "--temperature", "0.7"]) == 0
+    texts = capsys.readouterr().out.strip().split("\n%\n")
+    assert len(texts) == 3 and all(t.startswith("ab") for t in texts)
+
+    long = tmp_path / "long.txt"
+    long.write_text("a" * 40)
+    assert main(["write", "--checkpoint", run, "--support", str(long)]) == 2
+    assert "split it into entries" in capsys.readouterr().err
+    assert main(["write", "--checkpoint", run, "--support", str(support), "--temperature", "0"]) == 2
+    assert main(["adapt", "--checkpoint", run, "--support", str(support)]) == 2
+    assert "metagen write" in capsys.readouterr().err

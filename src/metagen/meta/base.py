@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,8 +34,10 @@ class GeneratorAdapted(Adapted):
         self.generator, self.params, self.cond, self.memory = generator, params or {}, cond, memory
         self.has_log_prob = generator.has_log_prob
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return call(self.generator, self.params, "sample", n, cond=self.cond, memory=self.memory, generator=generator)
+    def sample(self, n: int, generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
+        """`options` go to the generator's sample (text: temperature, top_k, prompt)."""
+        return call(self.generator, self.params, "sample", n, cond=self.cond, memory=self.memory, generator=generator,
+                    **options)
 
     def log_prob(self, x: torch.Tensor, iw_samples: int = 1000) -> torch.Tensor:
         return call(self.generator, self.params, "log_prob", x, cond=self.cond, memory=self.memory,
