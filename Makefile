@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 SHARED_DATA := $(abspath ../shared/data)
 export METAGEN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/omniglot),$(SHARED_DATA))
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup setup-text demo test test-slow lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The text data (data.source = "fortunes"): Debian's fortune packages, installed system-wide.
+setup-text: setup
+	@test -f /usr/share/games/fortunes/tang300 -a -f /usr/share/games/fortunes/literature || \
+		(apt-get install -y fortunes fortunes-zh || sudo apt-get install -y fortunes fortunes-zh)
 
 demo: setup
 	$(BIN)/metagen demo --out runs/demo
