@@ -67,3 +67,22 @@ def test_evaluation_may_change_adaptation_settings_only(tmp_path, tiny):
         load_methods([tmp_path / "context"], "cpu", {"finetune_steps": 3})
     with pytest.raises(ConfigError, match="learner.eval_inner_steps"):
         load_methods([tmp_path / "maml"], "cpu", {"eval_inner_steps": -1})
+
+
+def test_zero_shots_score_the_unadapted_model_or_say_why_not(tiny):
+    from metagen.meta.base import build_learner
+
+    torch.manual_seed(0)
+    binary = (torch.rand(2, 5, 1, 8, 8) < 0.3).float()
+    tasks = Tasks(binary[:, :3], binary[:, 3:], torch.arange(2), torch.zeros(2, 3, dtype=torch.long),
+                  torch.zeros(2, 2, dtype=torch.long))
+    for name in ("context", "maml", "hyper", "unconditional", "finetune"):
+        learner = build_learner(tiny(learner={"name": name}), (1, 8, 8)).eval()
+        curve = nll_curve(learner, tasks, [0, 1], iw_samples=2)
+        assert math.isfinite(curve[0]["nll"]) and math.isfinite(curve[1]["nll"]), name
+    copy = build_learner(tiny(learner={"name": "copy"}), (1, 8, 8))
+    curve = nll_curve(copy, tasks, [0, 1], iw_samples=2)
+    assert curve[0]["nll"] is None and curve[0]["why"] == "needs a support example"
+    report = {"shots": [0, 1], "iw_samples": 2, "methods": {"copy": {"nll": {str(k): curve[k] for k in (0, 1)}}},
+              "data": {"source": "s", "held_out_groups": ["g"], "n_tasks": 2, "queries_per_task": 2}}
+    assert "| copy | n/a (needs a support example) |" in markdown_table(report)

@@ -149,8 +149,8 @@ class EvalConfig(Strict):
     @field_validator("shots")
     @classmethod
     def _shots(cls, v: list[int]) -> list[int]:
-        if not v or min(v) < 1:
-            raise ValueError("must be a non-empty list of positive shot counts")
+        if not v or min(v) < 0 or max(v) < 1:
+            raise ValueError("must be a non-empty list of shot counts >= 0 (0: no adaptation), one of them >= 1")
         return sorted(set(v))
 
 

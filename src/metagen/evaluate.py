@@ -23,7 +23,7 @@ from metagen.checkpoint import atomic_write_text, load_learner
 from metagen.config import Config
 from metagen.data import EpisodeSampler, Splits, Tasks, fixed_tasks, load_splits
 from metagen.data.text import CharVocab
-from metagen.errors import CheckpointError, ConfigError
+from metagen.errors import CheckpointError, ConfigError, DataError
 from metagen.generators.text import characters
 from metagen.meta.base import MetaLearner, build_learner
 from metagen.metrics import mean_ci
@@ -49,9 +49,16 @@ def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: 
     for k in shots:
         torch.manual_seed(seed)
         per_task, adapt_s = [], 0.0
+        if k == 0:
+            try:
+                learner.zero_shot()
+            except DataError:
+                out[k] = {"nll": None, "ci95": None, "n_tasks": len(tasks), "diverged": 0, "adapt_ms": 0.0,
+                          "per_task": [], "why": "needs a support example"}
+                continue
         for t in range(len(tasks)):
             t0 = time.perf_counter()
-            adapted = learner.adapt(tasks.support[t, :k])
+            adapted = learner.adapt(tasks.support[t, :k]) if k > 0 else learner.zero_shot()
             adapt_s += time.perf_counter() - t0
             if adapted.has_log_prob:
                 nats = -adapted.log_prob(tasks.query[t], iw_samples=iw_samples)  # [Q]
@@ -237,7 +244,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 def _cell(r: dict[str, Any]) -> str:
     if r["nll"] is None:
-        return "n/a (no likelihood)"
+        return f"n/a ({r.get('why', 'no likelihood')})"
     if r.get("diverged"):
         return f"diverged on {r['diverged']}/{r['n_tasks']} tasks"
     return f"{r['nll']:.2f} ± {r['ci95']:.2f}"

@@ -183,10 +183,10 @@ def test_text_through_the_command_line(styles_dir, tmp_path, capsys):
                 "train.meta_batch=4"]
     tiny = [arg for s in settings for arg in ("--set", s)] + ["--quiet"]
     assert main(["train", "--config", "fortunes", "--out", run, "--steps", "3", *tiny]) == 0
-    assert main(["eval", "--checkpoint", run, "--out", str(tmp_path / "eval"), "--shots", "1", "5",
+    assert main(["eval", "--checkpoint", run, "--out", str(tmp_path / "eval"), "--shots", "0", "1", "5",
                  "--quiet"]) == 0
     report = (tmp_path / "eval" / "report.md").read_text()
-    assert "bits/character" in report and "copy" not in report
+    assert "bits/character" in report and "copy" not in report and "| 0-shot NLL |" in report
     assert (tmp_path / "eval" / "samples_context.txt").read_text().startswith("## task 0: support")
     capsys.readouterr()
 

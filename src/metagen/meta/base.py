@@ -72,6 +72,11 @@ class MetaLearner(nn.Module):
         """A generator with no support set (a new concept drawn from the prior, or the meta-learned init)."""
         raise DataError(f"learner '{self.cfg.name}' cannot generate without a support set; use `metagen adapt`")
 
+    def zero_shot(self) -> Adapted:
+        """The generator before any example of the concept (k = 0): the meta-learned initialisation, or the
+        generator at the set code's prior mean. Learners that need a support set raise."""
+        raise DataError(f"learner '{self.cfg.name}' needs at least one support example; evaluate k >= 1")
+
     def check_support(self, support: torch.Tensor) -> None:
         if support.dim() != len(self.example_shape) + 1 or tuple(support.shape[1:]) != self.example_shape:
             shape = ", ".join(map(str, self.example_shape))

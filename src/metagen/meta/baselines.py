@@ -47,6 +47,9 @@ class Unconditional(MetaLearner):
     def prior(self, generator: torch.Generator | None = None) -> Adapted:
         return GeneratorAdapted(self.generator)
 
+    def zero_shot(self) -> Adapted:
+        return GeneratorAdapted(self.generator)  # the same generator for every k (finetune: the pretrained one)
+
 
 class CopyConfig(LearnerConfig):
     name: Literal["copy"] = "copy"

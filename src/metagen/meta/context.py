@@ -77,6 +77,10 @@ class SetConditioned(MetaLearner):
         mu, _ = self.encoder(support[None])
         return GeneratorAdapted(self.generator, cond=mu[0])
 
+    def zero_shot(self) -> Adapted:
+        p = next(self.parameters())
+        return GeneratorAdapted(self.generator, cond=torch.zeros(self.cfg.context_dim, device=p.device, dtype=p.dtype))
+
     def prior(self, generator: torch.Generator | None = None) -> Adapted:
         p = next(self.parameters())
         c = torch.randn(self.cfg.context_dim, generator=generator, device=p.device, dtype=p.dtype)

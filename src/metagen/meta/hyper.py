@@ -112,6 +112,11 @@ class HyperNetwork(MetaLearner):
         mu, _ = self.encoder(support[None])
         return GeneratorAdapted(self.generator, {k: v[0] for k, v in self.weights(mu).items()})
 
+    def zero_shot(self) -> Adapted:
+        p = next(self.parameters())
+        z = torch.zeros(1, self.cfg.code_dim, device=p.device, dtype=p.dtype)  # the code's prior mean
+        return GeneratorAdapted(self.generator, {k: v[0] for k, v in self.weights(z).items()})
+
     def prior(self, generator: torch.Generator | None = None) -> Adapted:
         p = next(self.parameters())
         z = torch.randn(1, self.cfg.code_dim, generator=generator, device=p.device, dtype=p.dtype)

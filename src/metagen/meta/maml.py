@@ -89,6 +89,9 @@ class InnerLoop(MetaLearner):
     def prior(self, generator: torch.Generator | None = None) -> Adapted:
         return GeneratorAdapted(self.generator)
 
+    def zero_shot(self) -> Adapted:
+        return GeneratorAdapted(self.generator)  # the meta-learned initialisation
+
 
 class MAMLConfig(InnerLoopConfig):
     name: Literal["maml"] = "maml"
