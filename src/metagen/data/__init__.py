@@ -12,7 +12,7 @@ from metagen.data.episodes import EpisodeSampler, Tasks, fixed_tasks
 from metagen.data.glyphs import load_glyphs
 from metagen.data.images import Layout, load_image, load_support
 from metagen.data.omniglot import load_omniglot
-from metagen.data.text import FORTUNE_DIR, CharVocab, all_characters, load_fortunes, restrict
+from metagen.data.text import FORTUNE_DIR, CharVocab, all_characters, background_vocab, load_fortunes, lookup_table
 from metagen.errors import DataError
 
 # How each source lays characters out on the canvas; user images given to `adapt` get the same treatment.
@@ -63,14 +63,14 @@ def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None =
     if data.rotations:
         background = background.with_rotations()
     vocab = None
-    if data.source == "fortunes":
-        full = CharVocab(data.vocab) if data.vocab is not None else \
-            all_characters(resolve_data_dir(data.data_dir, data_dir, env=False) or FORTUNE_DIR, data.max_len,
-                           data.min_entries)
-        vocab, lookup = (full, None) if data.vocab is not None else restrict(full, background)
-        if lookup is not None:  # characters only held-out concepts use become UNK
-            background, validation, held_out = (s.map_examples(lookup.__getitem__)
-                                                for s in (background, validation, held_out))
+    if data.source == "fortunes" and data.vocab is not None:  # a trained model's vocabulary
+        vocab = CharVocab(data.vocab)
+    elif data.source == "fortunes":  # the background's characters; those only held-out texts use become UNK
+        root = resolve_data_dir(data.data_dir, data_dir, env=False) or FORTUNE_DIR
+        vocab = background_vocab(root, data.max_len, test_groups)
+        table = lookup_table(all_characters(root, data.max_len, data.min_entries), vocab)
+        background, validation, held_out = (s.map_examples(table.__getitem__)
+                                            for s in (background, validation, held_out))
     return Splits(background, held_out, test_groups, LAYOUTS[data.source], validation, vocab)
 
 

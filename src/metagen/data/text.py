@@ -170,17 +170,23 @@ def load_fortunes(root: Path, max_len: int, min_entries: int, vocab: CharVocab) 
 
 
 def all_characters(root: Path, max_len: int, min_entries: int) -> CharVocab:
-    """A provisional vocabulary of every character of every concept, to be narrowed by `restrict`."""
+    """A provisional vocabulary of every character of every concept (what `load_concepts` encodes with
+    before the split says which characters the model may know)."""
     return CharVocab.build([t for c in fortune_concepts(root, min_entries, max_len - 2) for t in c.texts])
 
 
-def restrict(vocab: CharVocab, training: ConceptSet) -> tuple[CharVocab, torch.Tensor]:
-    """(the vocabulary of the characters the training concepts use, most frequent first; a lookup table
-    old id -> new id that sends every other character to UNK)."""
-    counts = torch.bincount(torch.cat([e.flatten() for e in training.examples]), minlength=len(vocab))
-    kept = [i for i in range(CharVocab.RESERVED, len(vocab)) if counts[i] > 0]
-    kept.sort(key=lambda i: (-int(counts[i]), vocab.chars[i - CharVocab.RESERVED]))
-    lookup = torch.full((len(vocab),), CharVocab.UNK, dtype=torch.long)
-    lookup[: CharVocab.RESERVED] = torch.arange(CharVocab.RESERVED)
-    lookup[torch.tensor(kept, dtype=torch.long)] = torch.arange(len(kept)) + CharVocab.RESERVED
-    return CharVocab("".join(vocab.chars[i - CharVocab.RESERVED] for i in kept)), lookup
+def background_vocab(root: Path, max_len: int, held_out_groups: list[str]) -> CharVocab:
+    """The characters of every entry (of at most max_len - 2) outside the held-out groups, most frequent
+    first; concepts too small to train on still count, so poets with a few poems widen the vocabulary."""
+    concepts = fortune_concepts(root, 1, max_len - 2)
+    held = set(held_out_groups)
+    return CharVocab.build([t for c in concepts if SAME_GROUP.get(c.name, c.name) not in held for t in c.texts])
+
+
+def lookup_table(old: CharVocab, new: CharVocab) -> torch.Tensor:
+    """[len(old)] old id -> new id; characters `new` lacks become UNK."""
+    table = torch.full((len(old),), CharVocab.UNK, dtype=torch.long)
+    table[: CharVocab.RESERVED] = torch.arange(CharVocab.RESERVED)
+    for i, c in enumerate(old.chars):
+        table[i + CharVocab.RESERVED] = new.index.get(c, CharVocab.UNK)
+    return table
