@@ -167,3 +167,13 @@ def test_every_packaged_bench_preset_loads_and_its_configs_validate():
             if method.config is not None:  # checkpoint methods need their run folders
                 cfg = method_config(method, seed=0, device="cpu")
                 assert cfg.eval.shots == [1, 5, 10] and cfg.data.image_size == 28
+
+
+def test_a_preset_that_changes_a_trained_model_says_what_to_do(tmp_path):
+    from metagen.errors import CheckpointError
+
+    preset = write_preset(tmp_path / "p.toml", {"context": CONTEXT})
+    run_bench(preset, tmp_path / "out", tmp_path / "runs", progress=False)
+    write_preset(tmp_path / "p.toml", {"context": method("learner.context_dim=6")})
+    with pytest.raises(CheckpointError, match="delete .* or pass another --runs"):
+        run_bench(preset, tmp_path / "out", tmp_path / "runs", progress=False)

@@ -32,7 +32,7 @@ from metagen.checkpoint import atomic_write_text, load_learner
 from metagen.config import Config, Strict, load_config, tomllib
 from metagen.data import ConceptSet, Splits, Tasks, fixed_tasks, load_concepts, load_splits
 from metagen.data.concepts import resolve_test_groups
-from metagen.errors import ConfigError
+from metagen.errors import CheckpointError, ConfigError
 from metagen.meta.base import MetaLearner
 from metagen.metrics import mean_ci
 from metagen.metrics.cost import peak_memory, timed
@@ -179,6 +179,10 @@ def train_or_reuse(config: Config, run: Path, data_dir: str | None, device: torc
     t0 = time.perf_counter()
     try:
         result = train(config, run, resume=resume, data_dir=data_dir, progress=progress)
+    except CheckpointError as e:  # the preset now describes another model than the one in the run folder
+        reason = str(e).split(";")[0]
+        raise CheckpointError(f"{reason}; the bench preset changed the model: delete '{run}' or pass another "
+                              "--runs folder") from None
     finally:
         if run.is_dir():
             atomic_write_text(partial, json.dumps({"seconds": before + time.perf_counter() - t0}) + "\n")
