@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,8 +175,6 @@ def _labelled(concepts: ConceptSet, val_examples: int) -> tuple[torch.Tensor, ..
 def feature_net(config: Config, background: ConceptSet, cfg: FeatureConfig | None = None,
                 device: torch.device | str = "cpu", force: bool = False, progress: bool = True) -> TrainedFeatures:
     """The feature network for `config`'s split: read from the cache, or trained on `background` and cached."""
-    import time
-
     cfg = cfg or FeatureConfig()
     key = features_key(config, cfg)
     folder = cache_dir() / "features"
