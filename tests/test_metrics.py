@@ -42,6 +42,15 @@ def test_fid_on_images_through_the_feature_network():
     assert fid(f, net.features(flipped)) > fid(f, net.features(imgs[torch.randperm(200)])) + 1e-6
 
 
+def test_fid_of_diverged_samples_is_nan():
+    real = torch.randn(50, 4)
+    broken = real.clone()
+    broken[3, 1] = math.nan
+    assert math.isnan(fid(real, broken))
+    value, half = fid_bootstrap(real.view(5, 10, 4), broken.view(5, 10, 4), reps=5)
+    assert math.isnan(value) and math.isnan(half)
+
+
 def test_fid_bootstrap_gives_an_interval_around_the_value():
     g = torch.Generator().manual_seed(2)
     real, fake = torch.randn(20, 10, 4, generator=g), torch.randn(20, 10, 4, generator=g) + 0.5

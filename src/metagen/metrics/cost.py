@@ -39,12 +39,11 @@ def peak_memory(fn: Callable[[], R], device: torch.device | str = "cpu") -> tupl
         torch.cuda.synchronize(device)
         return out, max(torch.cuda.max_memory_allocated(device) - base, 0)
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _quiet_stderr():  # the profiler's C++ side prints a line at start and at stop
+    with _quiet_stderr():  # the profiler's C++ side prints lines at start, stop and about earlier blocks
         prof.start()
-    try:
-        out = fn()
-    finally:
-        with _quiet_stderr():
+        try:
+            out = fn()
+        finally:
             prof.stop()
     running, peak = 0, 0
     for e in sorted(prof.events(), key=lambda e: e.time_range.start):

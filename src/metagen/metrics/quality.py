@@ -13,6 +13,8 @@ bootstrap resamples cost nothing.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -33,6 +35,8 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to real [N, D] and fake [M, D] features (N, M >= 2)."""
     if len(real) < 2 or len(fake) < 2:
         raise ValueError(f"FID needs at least 2 real and 2 generated examples, got {len(real)} and {len(fake)}")
+    if not (torch.isfinite(real).all() and torch.isfinite(fake).all()):
+        return math.nan  # a generator that diverged (its samples are NaN) has no FID
     metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), normalize=True)
     metric.update(real.double().cpu(), real=True)
     metric.update(fake.double().cpu(), real=False)
@@ -44,6 +48,8 @@ def fid_bootstrap(real: torch.Tensor, fake: torch.Tensor, reps: int = 200, seed:
     value = fid(real.flatten(0, 1), fake.flatten(0, 1))
     g = torch.Generator().manual_seed(seed)
     T = real.shape[0]
+    if math.isnan(value):
+        return value, math.nan
     if T < 2 or reps < 2:
         return value, 0.0
     draws = []
