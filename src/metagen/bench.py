@@ -33,6 +33,7 @@ from metagen.config import Config, Strict, load_config, tomllib
 from metagen.data import ConceptSet, Splits, Tasks, fixed_tasks, load_concepts, load_splits
 from metagen.data.concepts import resolve_test_groups
 from metagen.errors import CheckpointError, ConfigError
+from metagen.evaluate import query_nll
 from metagen.meta.base import MetaLearner
 from metagen.metrics import mean_ci
 from metagen.metrics.cost import peak_memory, timed
@@ -222,7 +223,7 @@ def score_method(learner: MetaLearner, tasks: Tasks, p: BenchPreset, feats: Feat
             adapted, seconds = timed(lambda s=support: learner.adapt(s))
             adapt_s += seconds
             if adapted.has_log_prob:
-                r.per_task["nll"].append(-adapted.log_prob(tasks.query[t], iw_samples=p.iw_samples).mean().item())
+                r.per_task["nll"].append(query_nll(adapted, tasks.query[t], p.iw_samples))
             x = adapted.sample(p.samples, generator=g).float().clamp(0, 1)  # [N, C, H, W]
             f = feats.features(x)  # [N, D]
             fake.append(f)
@@ -254,16 +255,14 @@ def score_reference(tasks: Tasks, p: BenchPreset, clf: FidelityClassifier, real_
     T = support_f.shape[0]
     fid_value, fid_ci = fid_bootstrap(real_f, support_f, p.bootstrap, seed)
     precision, recall = precision_recall(real_f.flatten(0, 1), support_f.flatten(0, 1), p.pr_k)
-    out = {}
-    for k in p.shots:
-        out[k] = _PerK(per_task={
-            "novelty": [novelty(real_f[t], support_f[t, :k]) for t in range(T)],
-            "diversity": [diversity(real_f[t]) for t in range(T)],
-            "fidelity": [clf.recognised(tasks.support[t], t) for t in range(T)],
-            "precision": precision.view(T, -1).mean(1).tolist(),
-            "recall": recall.view(T, -1).mean(1).tolist(),
-        }, fid=fid_value, fid_ci=fid_ci)
-    return out
+    same_for_every_k = {  # only novelty depends on how many support images there are
+        "diversity": [diversity(real_f[t]) for t in range(T)],
+        "fidelity": [clf.recognised(tasks.support[t], t) for t in range(T)],
+        "precision": precision.view(T, -1).mean(1).tolist(),
+        "recall": recall.view(T, -1).mean(1).tolist(),
+    }
+    return {k: _PerK(per_task={"novelty": [novelty(real_f[t], support_f[t, :k]) for t in range(T)],
+                               **same_for_every_k}, fid=fid_value, fid_ci=fid_ci) for k in p.shots}
 
 
 def _summarise(runs: list[dict[int, _PerK]], shots: list[int]) -> dict[str, Any]:

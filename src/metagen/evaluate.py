@@ -25,7 +25,7 @@ from metagen.data import EpisodeSampler, Splits, Tasks, fixed_tasks, load_splits
 from metagen.data.text import CharVocab
 from metagen.errors import CheckpointError, ConfigError, DataError
 from metagen.generators.text import characters
-from metagen.meta.base import MetaLearner, build_learner
+from metagen.meta.base import Adapted, MetaLearner, build_learner
 from metagen.metrics import mean_ci
 from metagen.viz import save_png, task_grid
 
@@ -61,10 +61,7 @@ def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: 
             adapted = learner.adapt(tasks.support[t, :k]) if k > 0 else learner.zero_shot()
             adapt_s += time.perf_counter() - t0
             if adapted.has_log_prob:
-                nats = -adapted.log_prob(tasks.query[t], iw_samples=iw_samples)  # [Q]
-                is_text = tasks.query.dtype == torch.long
-                per_task.append((nats.sum() / characters(tasks.query[t]).sum() / math.log(2)).item() if is_text
-                                else nats.mean().item())
+                per_task.append(query_nll(adapted, tasks.query[t], iw_samples))
             if bar is not None:
                 bar.update(1)
         if not per_task:
@@ -76,6 +73,14 @@ def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: 
         out[k] = {"nll": mean, "ci95": ci, "n_tasks": len(per_task), "diverged": diverged,
                   "adapt_ms": 1000 * adapt_s / len(per_task), "per_task": per_task}
     return out
+
+
+def query_nll(adapted: Adapted, query: torch.Tensor, iw_samples: int) -> float:
+    """One task's query NLL: mean nats per image, or for text (token ids) bits per character."""
+    nats = -adapted.log_prob(query, iw_samples=iw_samples)  # [Q]
+    if query.dtype == torch.long:
+        return (nats.sum() / characters(query).sum() / math.log(2)).item()
+    return nats.mean().item()
 
 
 def sample_tasks(learner: MetaLearner, tasks: Tasks, shots: int, n: int, seed: int = 0) -> torch.Tensor:
