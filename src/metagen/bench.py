@@ -29,7 +29,7 @@ import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from metagen.checkpoint import atomic_write_text, load_learner
-from metagen.config import Config, Strict, load_config, tomllib
+from metagen.config import Config, Strict, load_config, presets, tomllib
 from metagen.data import ConceptSet, Splits, Tasks, fixed_tasks, load_concepts, load_splits
 from metagen.data.concepts import resolve_test_groups
 from metagen.errors import CheckpointError, ConfigError
@@ -92,8 +92,7 @@ class BenchPreset(Strict):
 
 
 def bench_presets() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("metagen.configs.bench").iterdir()
-                  if p.name.endswith(".toml"))
+    return presets("metagen.configs.bench")
 
 
 def load_preset(name_or_path: str) -> tuple[str, BenchPreset]:

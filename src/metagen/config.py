@@ -253,8 +253,9 @@ def _one_line(err: ValidationError, source: str, raw: dict[str, Any]) -> str:
     return f"bad config ({source}): " + "; ".join(parts)
 
 
-def presets() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("metagen.configs").iterdir()
+def presets(package: str = "metagen.configs") -> list[str]:
+    """Names of the TOML presets packaged in `package` (training presets; metagen.configs.bench: bench presets)."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(package).iterdir()
                   if p.name.endswith(".toml"))
 
 
