@@ -121,6 +121,18 @@ def test_tiny_bench_writes_a_well_formed_table_and_reproduces(tmp_path):
     reused = run_bench(preset, tmp_path / "out3", tmp_path / "runs", progress=False)
     assert marker.stat().st_mtime_ns == stamp and _metrics(reused) == _metrics(report)
 
+    # Each (method, seed) is saved when scored: a rerun into the same folder (say, after an interruption)
+    # reuses it; a score file made another way (here: another feature net) is scored again.
+    saved = {m: tmp_path / "out" / "scores" / f"{m}-seed0.json" for m in ("context", "copy")}
+    stamps = {m: f.stat().st_mtime_ns for m, f in saved.items()}
+    stale = json.loads(saved["copy"].read_text())
+    stale["fingerprint"]["features"] = "another"
+    saved["copy"].write_text(json.dumps(stale))
+    resumed = run_bench(preset, tmp_path / "out", tmp_path / "runs", progress=False)
+    assert _metrics(resumed) == _metrics(report)
+    assert saved["context"].stat().st_mtime_ns == stamps["context"]
+    assert json.loads(saved["copy"].read_text())["fingerprint"]["features"] != "another"
+
 
 def test_bench_evaluates_a_checkpoint_trained_elsewhere(tmp_path):
     run = tmp_path / "trained"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from metagen.checkpoint import atomic_write_text, load_learner
+from metagen.checkpoint import atomic_write_text, checkpoint_path, load_learner
 from metagen.config import Config, Strict, load_config, presets, tomllib
 from metagen.data import ConceptSet, Splits, Tasks, fixed_tasks, load_concepts, load_splits
 from metagen.data.concepts import resolve_test_groups
@@ -203,6 +203,21 @@ class _PerK:
     peak_mib: float = 0.0
 
 
+def _scores_file(out: Path, method: str, seed: int) -> Path:
+    return out / "scores" / f"{_slug(method)}-seed{seed}.json"
+
+
+def _load_scores(path: Path, fingerprint: dict[str, Any], png: Path | None) -> dict[int, _PerK] | None:
+    """A (method, seed)'s scores written by an earlier invocation, if they were made the same way."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("fingerprint") != fingerprint or (png is not None and not png.is_file()):
+        return None
+    return {int(k): _PerK(**v) for k, v in saved["scores"].items()}
+
+
 def score_method(learner: MetaLearner, tasks: Tasks, p: BenchPreset, feats: FeatureNet, clf: FidelityClassifier,
                  real_f: torch.Tensor, support_f: torch.Tensor, seed: int, device: torch.device,
                  bar: Any = None) -> tuple[dict[int, _PerK], torch.Tensor]:
@@ -286,6 +301,14 @@ def _summarise(runs: list[dict[int, _PerK]], shots: list[int]) -> dict[str, Any]
     return out
 
 
+def _checkpoint_stamp(run: str | None) -> list[int] | None:
+    """Size and modification time of a checkpoint method's weights: retraining it invalidates its scores."""
+    if run is None:
+        return None
+    st = checkpoint_path(run).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _held_out(config: Config, concepts: ConceptSet) -> tuple[Any, ...]:
     """What makes two configs' evaluations comparable: the data and the held-out groups (resolved on `concepts`,
     the data every method shares)."""
@@ -352,6 +375,21 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
             run = Path(runs_dir) / name / m / f"seed{seed}"
             tr = train_or_reuse(configs[m][seed], run, data_dir, dev, progress, p.methods[m].checkpoint)
             trained[m].append(tr)
+            # Each (method, seed) is saved as soon as it is scored, so an interrupted bench resumes after it.
+            png = out / f"samples_{_slug(m)}.png"
+            saved = _scores_file(out, m, seed)
+            fingerprint = {"settings": report["settings"], "features": feats.info["key"], "seed": seed,
+                           "config": configs[m][seed].to_dict(), "train_step": tr.steps,
+                           "checkpoint": _checkpoint_stamp(p.methods[m].checkpoint)}
+            fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back: tuples become lists
+            scores = _load_scores(saved, fingerprint, png if seed == seeds[0] else None)
+            if scores is not None:
+                if progress:
+                    print(f"bench {m} seed {seed}: scores reused from {saved} (delete it to score again)")
+                runs[m].append(scores)
+                report["methods"].setdefault(m, {"samples_png": png.name})
+                report["methods"][m].setdefault("eval_seconds", []).append(json.loads(saved.read_text())["seconds"])
+                continue
             bar = tqdm(total=len(p.shots) * len(tasks), desc=f"bench {m} seed {seed}", unit="task",
                        disable=not progress, dynamic_ncols=True)
             t0 = time.perf_counter()
@@ -360,9 +398,13 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
             bar.close()
             runs[m].append(scores)
             if seed == seeds[0]:
-                png = save_png(task_grid(grid_support, grid), out / f"samples_{_slug(m)}.png")
-                report["methods"][m] = {"samples_png": png.name}
-            report["methods"][m].setdefault("eval_seconds", []).append(time.perf_counter() - t0)
+                save_png(task_grid(grid_support, grid), png)
+            report["methods"].setdefault(m, {"samples_png": png.name})
+            seconds = time.perf_counter() - t0
+            report["methods"][m].setdefault("eval_seconds", []).append(seconds)
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(saved, json.dumps({"fingerprint": fingerprint, "seconds": seconds, "scores": {
+                str(k): asdict(v) for k, v in scores.items()}}) + "\n")
     for m in chosen:
         report["methods"][m].update({
             "config": p.methods[m].config, "checkpoint": p.methods[m].checkpoint,
