@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, nargs="+", default=None, help="default: the config's eval.shots")
     p.add_argument("--iw-samples", type=int, default=None, help="importance samples for VAE bounds")
     p.add_argument("--max-tasks", type=int, default=None, help="evaluate on at most this many held-out concepts")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="tasks per held-out concept, each an independent support/query draw (default: eval.episodes)")
     p.add_argument("--no-copy", action="store_true", help="leave out the copy-the-support baseline")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="learner.KEY=VALUE",
                    help="change how learners adapt, e.g. --set learner.eval_inner_steps=1 (repeatable; "
@@ -230,6 +232,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = args.out or str(checkpoint_path(args.checkpoint[0]).parent / "eval")
     report = evaluate(args.checkpoint, out, shots=args.shots, iw_samples=args.iw_samples, max_tasks=args.max_tasks,
+                      episodes=args.episodes,
                       include_copy=not args.no_copy, data_dir=args.data_dir, device=args.device or "cpu",
                       progress=not args.quiet, overrides=args.overrides)
     print(markdown_table(report))

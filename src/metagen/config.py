@@ -144,6 +144,7 @@ class EvalConfig(Strict):
     queries: int = Field(10, ge=1)  # fixed query examples per held-out concept, the same for every shot
     iw_samples: int = Field(1000, ge=1)  # importance samples of the IWAE bound
     max_tasks: int | None = Field(None, ge=1)  # None: every held-out concept
+    episodes: int = Field(1, ge=1)  # tasks per concept (independent support/query draws)
     seed: int = 0
 
     @field_validator("shots")

@@ -164,7 +164,8 @@ def load_methods(checkpoints: list[str | Path], device: torch.device | str,
 
 
 def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[int] | None = None,
-             iw_samples: int | None = None, max_tasks: int | None = None, include_copy: bool = True,
+             iw_samples: int | None = None, max_tasks: int | None = None, episodes: int | None = None,
+             include_copy: bool = True,
              data_dir: str | None = None, device: str = "cpu", grid_shots: int = 5, grid_rows: int = 8,
              grid_samples: int = 10, progress: bool = True, overrides: list[str] | None = None) -> dict[str, Any]:
     """Evaluate checkpoints (plus the copy baseline) on held-out tasks; writes report.json, report.md, PNGs.
@@ -175,25 +176,29 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
     dev = resolve_device(device)
     config, methods = load_methods(checkpoints, dev, adapt_overrides(overrides or []))
     ev = config.eval.model_copy(update={k: v for k, v in
-                                        {"shots": shots, "iw_samples": iw_samples, "max_tasks": max_tasks}.items()
+                                        {"shots": shots, "iw_samples": iw_samples, "max_tasks": max_tasks,
+                                         "episodes": episodes}.items()
                                         if v is not None})
     ev = type(ev).model_validate(ev.model_dump())  # re-validate the overrides
     splits = load_splits(config.data, config.split, data_dir)
     text = config.data.source == "fortunes"
     if include_copy and not text and not any(m.learner.cfg.name == "copy" for m in methods):
         methods.append(fit_copy(config, splits, dev))
-    tasks = fixed_tasks(splits.held_out, max(ev.shots), ev.queries, ev.seed, ev.max_tasks).to(dev)
+    tasks = fixed_tasks(splits.held_out, max(ev.shots), ev.queries, ev.seed, ev.max_tasks, ev.episodes).to(dev)
     out = Path(out_dir)
     report: dict[str, Any] = {
         "data": {"source": config.data.source, "held_out_groups": splits.test_groups, "n_tasks": len(tasks),
-                 "queries_per_task": ev.queries, "image_size": config.data.image_size},
+                 "queries_per_task": ev.queries, "episodes_per_concept": ev.episodes,
+                 "image_size": config.data.image_size,
+                 "task_concepts": [splits.held_out.names[c] for c in tasks.concepts.tolist()]},
         "iw_samples": ev.iw_samples, "shots": ev.shots, "seed": ev.seed, "methods": {},
         "unit": "bits/character" if text else "nats/image",
     }
     bar = tqdm(total=len(methods) * len(ev.shots) * len(tasks), desc="eval", unit="task", disable=not progress,
                dynamic_ncols=True)
     grid_k = min(grid_shots, max(ev.shots))
-    rows = tasks.subset(slice(0, grid_rows))
+    first = list(dict.fromkeys(tasks.concepts.tolist()))  # one grid row per concept: its first task
+    rows = tasks.subset([tasks.concepts.tolist().index(c) for c in first[:grid_rows]])
     with torch.no_grad():
         for m in methods:
             bar.set_description(f"eval {m.name}")
@@ -244,7 +249,28 @@ def markdown_table(report: dict[str, Any]) -> str:
         adapt = m["nll"][shots[-1]]["adapt_ms"]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {adapt:.1f} |")
     lines += [f"\nNote: {n}." for n in report.get("notes", [])]
+    lines += concept_table(report)
     return "\n".join(lines)
+
+
+def concept_table(report: dict[str, Any], most: int = 12) -> list[str]:
+    """Markdown lines: each method's NLL per held-out concept at the largest shot count (its tasks' mean),
+    when there are at most `most` concepts; no lines otherwise."""
+    names = report["data"].get("task_concepts", [])
+    concepts = list(dict.fromkeys(names))
+    if not concepts or len(concepts) > most:
+        return []
+    k = str(max(report["shots"]))
+    lines = ["", f"Per held-out concept at {k} shots ({report.get('unit', 'nats/image')}, mean of its "
+             f"{report['data'].get('episodes_per_concept', 1)} task(s)):", "",
+             "| method | " + " | ".join(concepts) + " |", "|---|" + "---:|" * len(concepts)]
+    for name, m in report["methods"].items():
+        per_task = m["nll"][k]["per_task"]
+        if len(per_task) != len(names):
+            continue
+        means = [sum(v for v, n in zip(per_task, names, strict=True) if n == c) / names.count(c) for c in concepts]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in means) + " |")
+    return lines
 
 
 def _cell(r: dict[str, Any]) -> str:

@@ -52,6 +52,15 @@ def test_fixed_tasks_are_nested_and_deterministic():
     assert len(fixed_tasks(_concepts(), 10, 5, seed=1, max_tasks=4)) == 4
 
 
+def test_fixed_tasks_draw_several_episodes_per_concept():
+    t = fixed_tasks(_concepts(n=4), max_shots=3, queries=2, seed=0, episodes=5)
+    assert t.concepts.tolist() == [c for c in range(4) for _ in range(5)]
+    for i in range(len(t)):
+        assert set(t.support_ids[i].tolist()).isdisjoint(t.query_ids[i].tolist())
+        assert (t.query[i, :, 0, 0, 0] == t.concepts[i] * 100 + t.query_ids[i]).all()
+    assert len({tuple(q) for q in t.query_ids[:5].tolist()}) > 1  # a concept's episodes are different draws
+
+
 def test_too_many_shots_is_a_clear_error():
     with pytest.raises(DataError, match="needs 21 examples per concept but some concepts have only 20"):
         EpisodeSampler(_concepts(), 0).sample(2, 16, 5)

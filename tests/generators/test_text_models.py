@@ -186,10 +186,13 @@ def test_text_through_the_command_line(styles_dir, tmp_path, capsys):
     tiny = [arg for s in settings for arg in ("--set", s)] + ["--quiet"]
     assert main(["train", "--config", "fortunes", "--out", run, "--steps", "3", *tiny]) == 0
     assert main(["eval", "--checkpoint", run, "--out", str(tmp_path / "eval"), "--shots", "0", "1", "5",
-                 "--quiet"]) == 0
+                 "--episodes", "3", "--quiet"]) == 0
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "bits/character" in report and "copy" not in report and "| 0-shot NLL |" in report
-    assert (tmp_path / "eval" / "samples_context.txt").read_text().startswith("## task 0: support")
+    assert "6 tasks" in report and "| method | held1 | held2 |" in report  # per-concept table, 3 tasks each
+    samples = (tmp_path / "eval" / "samples_context.txt").read_text()
+    assert samples.startswith("## task 0: support") and "## task 1: support" in samples  # one per concept
+    assert "## task 2: support" not in samples
     capsys.readouterr()
 
     support = tmp_path / "style.txt"

@@ -82,14 +82,16 @@ class EpisodeSampler:
 
 
 def fixed_tasks(concepts: ConceptSet, max_shots: int, queries: int, seed: int = 0,
-                max_tasks: int | None = None) -> Tasks:
-    """One task per concept (or `max_tasks` of them, drawn by `seed`): a fixed query set and a support set
-    of `max_shots` examples, so `.with_shots(k)` gives nested supports scored on the same queries."""
+                max_tasks: int | None = None, episodes: int = 1) -> Tasks:
+    """`episodes` tasks per concept (of every concept, or of `max_tasks` drawn by `seed`), each a fixed query
+    set and a support set of `max_shots` examples, so `.with_shots(k)` gives nested supports scored on the
+    same queries. A concept's episodes are independent draws of its examples."""
     _check_size(concepts, max_shots + queries, f"evaluation with {max_shots} shots + {queries} queries")
     rng = np.random.default_rng(seed)
     cidx = np.arange(len(concepts))
     if max_tasks is not None and max_tasks < len(concepts):
         cidx = np.sort(rng.choice(len(concepts), size=max_tasks, replace=False))
+    cidx = np.repeat(cidx, episodes)  # [T]
     ids = np.stack([rng.permutation(len(concepts.examples[c]))[: queries + max_shots] for c in cidx])
     query_ids, support_ids = ids[:, :queries], ids[:, queries:]
     return Tasks(_gather(concepts, cidx, support_ids), _gather(concepts, cidx, query_ids),
