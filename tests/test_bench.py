@@ -149,7 +149,7 @@ def test_bench_errors_are_one_line(tmp_path, capsys):
     assert main(["bench", "--list"]) == 0
     assert {"glyphs", "omniglot-small", "omniglot-full"} <= set(capsys.readouterr().out.split())
     assert main(["bench", "--preset", "nope"]) == 2
-    assert "no bench preset 'nope'" in capsys.readouterr().err
+    assert "no bench preset file or preset named 'nope'" in capsys.readouterr().err
     bad = write_preset(tmp_path / "bad.toml", {"copy": COPY + "\ncheckpoint = 'x'"})
     with pytest.raises(ConfigError, match="either config .* or checkpoint"):
         load_preset(bad)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from metagen.checkpoint import atomic_write_text, checkpoint_path, load_learner
-from metagen.config import Config, Strict, load_config, presets, tomllib
+from metagen.config import Config, Strict, load_config, presets, read_toml
 from metagen.data import ConceptSet, Splits, Tasks, fixed_tasks, load_concepts, load_splits
 from metagen.data.concepts import resolve_test_groups
 from metagen.errors import CheckpointError, ConfigError
@@ -97,20 +96,7 @@ def bench_presets() -> list[str]:
 
 def load_preset(name_or_path: str) -> tuple[str, BenchPreset]:
     """(name, preset) from a bench preset name or a TOML path."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"bench preset file '{path}' not found")
-        text, name = path.read_text(), path.stem
-    else:
-        res = resources.files("metagen.configs.bench") / f"{name_or_path}.toml"
-        if not res.is_file():
-            raise ConfigError(f"no bench preset '{name_or_path}'; presets: {', '.join(bench_presets())}")
-        text, name = res.read_text(), name_or_path
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"bench preset '{name_or_path}' is not valid TOML: {e}") from None
+    name, raw = read_toml(name_or_path, "metagen.configs.bench", "bench preset")
     try:
         return name, BenchPreset.model_validate(raw)
     except ValidationError as e:

@@ -260,23 +260,30 @@ def presets(package: str = "metagen.configs") -> list[str]:
                   if p.name.endswith(".toml"))
 
 
-def _read_toml(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def read_toml(name_or_path: str, package: str = "metagen.configs", kind: str = "config") -> tuple[str, dict[str, Any]]:
+    """(name, parsed TOML) of a file path or of a preset packaged in `package`; one-line errors name `kind`."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file '{path}' not found; give a path or a preset ({', '.join(presets())})")
-        text = path.read_text()
+            known = ", ".join(presets(package))
+            raise ConfigError(f"{kind} file '{path}' not found; give a path or a preset ({known})")
+        text, name = path.read_text(), path.stem
     else:
-        res = resources.files("metagen.configs") / f"{name_or_path}.toml"
+        res = resources.files(package) / f"{name_or_path}.toml"
         if not res.is_file():
-            raise ConfigError(f"no config file or preset named '{name_or_path}'; presets: {', '.join(presets())}")
-        text = res.read_text()
+            known = ", ".join(presets(package))
+            raise ConfigError(f"no {kind} file or preset named '{name_or_path}'; presets: {known}")
+        text, name = res.read_text(), name_or_path
+    try:
+        return name, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{kind} '{name_or_path}' is not valid TOML: {e}") from None
+
+
+def _read_toml(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name_or_path in seen:
         raise ConfigError(f"config '{name_or_path}' extends itself")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config '{name_or_path}' is not valid TOML: {e}") from None
+    _, raw = read_toml(name_or_path)
     base = raw.pop("extends", None)
     if base is None:
         return raw
