@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -104,11 +105,25 @@ def chinese_poets(root: Path = FORTUNE_DIR) -> list[TextConcept]:
 def fortune_concepts(root: Path = FORTUNE_DIR, min_entries: int = 1, max_chars: int | None = None) -> list[TextConcept]:
     """English categories and Chinese poets with at least `min_entries` entries of at most `max_chars`."""
     out = []
-    for c in english_categories(root) + chinese_poets(root):
+    for c in _parsed(root, _stamp(root)):
         texts = [t for t in c.texts if max_chars is None or len(t) <= max_chars]
         if len(texts) >= min_entries:
             out.append(TextConcept(c.name, c.group, texts))
     return out
+
+
+def _stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """The folder's files with size and modification time: a changed file is parsed again."""
+    if not root.is_dir():
+        return ()
+    stats = [(p.name, p.stat()) for p in sorted(root.iterdir())]
+    return tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
+
+
+@lru_cache(maxsize=4)
+def _parsed(root: Path, stamp: tuple[tuple[str, int, int], ...]) -> tuple[TextConcept, ...]:
+    """Every category and poet of `root`, parsed once per version of its files (a split reads them thrice)."""
+    return tuple(english_categories(root) + chinese_poets(root))
 
 
 class CharVocab:
