@@ -193,15 +193,15 @@ def _scores_file(out: Path, method: str, seed: int) -> Path:
     return out / "scores" / f"{_slug(method)}-seed{seed}.json"
 
 
-def _load_scores(path: Path, fingerprint: dict[str, Any], png: Path | None) -> dict[int, _PerK] | None:
-    """A (method, seed)'s scores written by an earlier invocation, if they were made the same way."""
+def _load_scores(path: Path, fingerprint: dict[str, Any], png: Path | None) -> tuple[dict[int, _PerK], float] | None:
+    """(scores, scoring seconds) of a (method, seed) saved by an earlier invocation, if made the same way."""
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if saved.get("fingerprint") != fingerprint or (png is not None and not png.is_file()):
         return None
-    return {int(k): _PerK(**v) for k, v in saved["scores"].items()}
+    return {int(k): _PerK(**v) for k, v in saved["scores"].items()}, saved["seconds"]
 
 
 def score_method(learner: MetaLearner, tasks: Tasks, p: BenchPreset, feats: FeatureNet, clf: FidelityClassifier,
@@ -368,13 +368,13 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
                            "config": configs[m][seed].to_dict(), "train_step": tr.steps,
                            "checkpoint": _checkpoint_stamp(p.methods[m].checkpoint)}
             fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back: tuples become lists
-            scores = _load_scores(saved, fingerprint, png if seed == seeds[0] else None)
-            if scores is not None:
+            reused = _load_scores(saved, fingerprint, png if seed == seeds[0] else None)
+            if reused is not None:
                 if progress:
                     print(f"bench {m} seed {seed}: scores reused from {saved} (delete it to score again)")
-                runs[m].append(scores)
+                runs[m].append(reused[0])
                 report["methods"].setdefault(m, {"samples_png": png.name})
-                report["methods"][m].setdefault("eval_seconds", []).append(json.loads(saved.read_text())["seconds"])
+                report["methods"][m].setdefault("eval_seconds", []).append(reused[1])
                 continue
             bar = tqdm(total=len(p.shots) * len(tasks), desc=f"bench {m} seed {seed}", unit="task",
                        disable=not progress, dynamic_ncols=True)
