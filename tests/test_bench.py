@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from metagen.bench import load_preset, run_bench, score_method, update_docs
+from metagen.bench import _fmt, _PerK, _summarise, load_preset, run_bench, score_method, update_docs
 from metagen.cli import main
 from metagen.config import load_config
 from metagen.data import fixed_tasks, load_splits
@@ -189,3 +189,12 @@ def test_a_preset_that_changes_a_trained_model_says_what_to_do(tmp_path):
     write_preset(tmp_path / "p.toml", {"context": method("learner.context_dim=6")})
     with pytest.raises(CheckpointError, match="delete .* or pass another --runs"):
         run_bench(preset, tmp_path / "out", tmp_path / "runs", progress=False)
+
+
+def test_a_diverged_adaptation_is_reported_not_averaged():
+    ok = _PerK(per_task={"nll": [90.0, 92.0], "novelty": [1.0, 2.0]}, fid=float("nan"), fid_ci=float("nan"))
+    bad = _PerK(per_task={"nll": [90.0, float("nan")], "novelty": [1.0, 2.0]}, fid=3.0, fid_ci=0.5)
+    row = _summarise([{1: ok}, {1: bad}], [1])["1"]
+    assert row["nll"]["diverged"] == 1 and row["nll"]["n"] == 4
+    assert _fmt(row["nll"]) == "diverged on 1/4" and _fmt(row["novelty"]) == "1.50 ± 0.57"
+    assert _fmt(_summarise([{1: ok}], [1])["1"]["fid"]) == "diverged"

@@ -19,6 +19,7 @@ A reference row scores real held-out images the same way where that is meaningfu
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -278,7 +279,10 @@ def _summarise(runs: list[dict[int, _PerK]], shots: list[int]) -> dict[str, Any]
                               "per_seed": vals}
                 continue
             vals = [v for r in runs for v in r[k].per_task.get(m, [])]
-            if vals:
+            diverged = sum(not math.isfinite(v) for v in vals)
+            if diverged:  # a diverged adaptation (NaN samples or likelihood) has no meaningful mean
+                row[m] = {"mean": math.nan, "ci95": math.nan, "n": len(vals), "diverged": diverged}
+            elif vals:
                 mean, ci = mean_ci(vals)
                 row[m] = {"mean": mean, "ci95": ci, "n": len(vals)}
         row["adapt_ms"] = sum(r[k].adapt_ms for r in runs) / len(runs)
@@ -414,6 +418,10 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
 def _fmt(cell: dict[str, Any] | None, digits: int = 2) -> str:
     if cell is None:
         return "—"
+    if cell.get("diverged"):
+        return f"diverged on {cell['diverged']}/{cell['n']}"
+    if not math.isfinite(cell["mean"]):
+        return "diverged"  # FID of samples of which some are not finite
     return f"{cell['mean']:.{digits}f} ± {cell['ci95']:.{digits}f}"
 
 
