@@ -128,6 +128,10 @@ def test_tiny_bench_writes_a_well_formed_table_and_reproduces(tmp_path):
     stale = json.loads(saved["copy"].read_text())
     stale["fingerprint"]["features"] = "another"
     saved["copy"].write_text(json.dumps(stale))
+    older = json.loads(saved["context"].read_text())  # written before a setting existed: same config
+    del older["fingerprint"]["config"]["eval"]["episodes"]
+    saved["context"].write_text(json.dumps(older))
+    stamps["context"] = saved["context"].stat().st_mtime_ns
     resumed = run_bench(preset, tmp_path / "out", tmp_path / "runs", progress=False)
     assert _metrics(resumed) == _metrics(report)
     assert saved["context"].stat().st_mtime_ns == stamps["context"]

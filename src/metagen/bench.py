@@ -29,7 +29,7 @@ import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from metagen.checkpoint import atomic_write_text, checkpoint_path, load_learner
-from metagen.config import Config, Strict, load_config, presets, read_toml
+from metagen.config import Config, Strict, from_dict, load_config, presets, read_toml
 from metagen.data import ConceptSet, Splits, Tasks, fixed_tasks, load_concepts, load_splits
 from metagen.data.concepts import resolve_test_groups
 from metagen.errors import CheckpointError, ConfigError
@@ -156,7 +156,7 @@ def train_or_reuse(config: Config, run: Path, data_dir: str | None, device: torc
     wanted = config.to_dict()
     if marker.is_file():
         done = json.loads(marker.read_text())
-        if done.get("config") == wanted:
+        if _current(done.get("config", {})) == wanted:
             learner, ckpt = load_learner(run, device)
             return Trained(learner.eval(), done["step"], done["seconds"])
         marker.unlink()  # the preset changed: train again (resuming refuses a changed model)
@@ -194,13 +194,23 @@ def _scores_file(out: Path, method: str, seed: int) -> Path:
     return out / "scores" / f"{_slug(method)}-seed{seed}.json"
 
 
+def _current(config: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored config as this metagen reads it (settings added since it was written get their defaults);
+    None if it no longer validates."""
+    try:
+        return from_dict(config).to_dict()
+    except ConfigError:
+        return None
+
+
 def _load_scores(path: Path, fingerprint: dict[str, Any], png: Path | None) -> tuple[dict[int, _PerK], float] | None:
     """(scores, scoring seconds) of a (method, seed) saved by an earlier invocation, if made the same way."""
     try:
         saved = json.loads(path.read_text())
-    except (OSError, ValueError):
+        made = {**saved["fingerprint"], "config": _current(saved["fingerprint"]["config"])}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if saved.get("fingerprint") != fingerprint or (png is not None and not png.is_file()):
+    if made != fingerprint or (png is not None and not png.is_file()):
         return None
     return {int(k): _PerK(**v) for k, v in saved["scores"].items()}, saved["seconds"]
 
