@@ -134,6 +134,7 @@ def test_tiny_bench_writes_a_well_formed_table_and_reproduces(tmp_path):
     stamps["context"] = saved["context"].stat().st_mtime_ns
     resumed = run_bench(preset, tmp_path / "out", tmp_path / "runs", progress=False)
     assert _metrics(resumed) == _metrics(report)
+    assert resumed["seconds"] > resumed["methods"]["context"]["eval_seconds"][0]  # reused scoring time counts
     assert saved["context"].stat().st_mtime_ns == stamps["context"]
     assert json.loads(saved["copy"].read_text())["fingerprint"]["features"] != "another"
 
