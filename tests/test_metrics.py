@@ -142,11 +142,24 @@ def test_fidelity_classifier_never_trains_on_support_examples(glyph_setup):
         FidelityClassifier(FeatureNet(3, channels=8), overlapping, steps=1, progress=False)
 
 
+def test_fidelity_classifier_depends_on_its_seed_not_on_the_global_random_state(glyph_setup):
+    _, splits = glyph_setup
+    tasks = fixed_tasks(splits.held_out, 3, 4, seed=0, max_tasks=5)
+    torch.manual_seed(0)
+    features = FeatureNet(3, channels=8)
+    nets = []
+    for global_seed, seed in ((1, 0), (2, 0), (1, 5)):
+        torch.manual_seed(global_seed)
+        nets.append(FidelityClassifier(features, tasks, steps=3, seed=seed, progress=False).net.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].values(), nets[1].values(), strict=True))
+    assert not torch.equal(nets[0]["head.weight"], nets[2]["head.weight"])
+
+
 def test_fidelity_classifier_recognises_held_out_concepts(glyph_setup):
     config, splits = glyph_setup
     tasks = fixed_tasks(splits.held_out, 5, 10, seed=0, max_tasks=5)
     feats = feature_net(config, splits.background, FeatureConfig(channels=16, steps=150, batch=64), progress=False)
-    clf = FidelityClassifier(feats.net, tasks, steps=100, progress=False)
+    clf = FidelityClassifier(feats.net, tasks, steps=200, progress=False)
     assert clf.support_accuracy > 0.8  # 5 glyphs, judged on support renders it never saw
     # Soft renderings of the same shapes (what a VAE returns) are recognised too: blur and lower contrast.
     box = torch.full((1, 1, 3, 3), 1 / 9)

@@ -37,7 +37,7 @@ from metagen.evaluate import query_nll
 from metagen.meta.base import MetaLearner
 from metagen.metrics import mean_ci
 from metagen.metrics.cost import peak_memory, timed
-from metagen.metrics.features import FeatureConfig, FeatureNet, FidelityClassifier, feature_net
+from metagen.metrics.features import FIDELITY_VERSION, FeatureConfig, FeatureNet, FidelityClassifier, feature_net
 from metagen.metrics.quality import diversity, fid_bootstrap, novelty, precision_recall
 
 METRICS = ("nll", "fid", "precision", "recall", "fidelity", "novelty", "diversity")
@@ -380,6 +380,7 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
             png = out / f"samples_{_slug(m)}.png"
             saved = _scores_file(out, m, seed)
             fingerprint = {"settings": report["settings"], "features": feats.info["key"], "seed": seed,
+                           "fidelity_version": FIDELITY_VERSION,
                            "config": configs[m][seed].to_dict(), "train_step": tr.steps,
                            "checkpoint": _checkpoint_stamp(p.methods[m].checkpoint)}
             fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back: tuples become lists

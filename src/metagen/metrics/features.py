@@ -38,6 +38,7 @@ from metagen.data.glyphs import cache_dir
 from metagen.errors import DataError
 
 FEATURES_VERSION = 2  # bump when the architecture or training changes, so old caches are not reused
+FIDELITY_VERSION = 2  # the same for the fidelity classifier (2: its new head is initialised from `seed`)
 
 
 class FeatureConfig(Strict):
@@ -219,7 +220,9 @@ class FidelityClassifier:
             raise DataError("the fidelity classifier would train on support examples; queries and supports overlap")
         T, Q = tasks.query.shape[:2]
         self.net = copy.deepcopy(features)
-        self.net.head = nn.Linear(features.num_features, T).to(_device(features))
+        with torch.random.fork_rng(devices=[]):  # the same classifier whatever ran before it
+            torch.manual_seed(seed)
+            self.net.head = nn.Linear(features.num_features, T).to(_device(features))
         x = tasks.query.flatten(0, 1).cpu()  # [T*Q, C, H, W]
         y = torch.arange(T).repeat_interleave(Q)  # task index = concept label
         self.train_accuracy = fit_classifier(self.net, x, y, steps, lr, min(128, len(x)), shift, seed, "fidelity",
