@@ -207,7 +207,8 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
             samples = sample_tasks(m.learner, rows, grid_k, grid_samples, ev.seed)
             if text:
                 grid = write_texts(rows.support[:, :grid_k], samples, CharVocab(config.data.vocab),
-                                   out / f"samples_{_slug(m.name)}.txt")
+                                   out / f"samples_{_slug(m.name)}.txt",
+                                   [splits.held_out.names[c] for c in rows.concepts.tolist()])
             else:
                 grid = save_png(task_grid(rows.support[:, :grid_k], samples), out / f"samples_{_slug(m.name)}.png")
             report["methods"][m.name] = {
@@ -224,12 +225,15 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
     return report
 
 
-def write_texts(support: torch.Tensor, samples: torch.Tensor, vocab: CharVocab, path: Path) -> Path:
-    """Text counterpart of a sample grid: per task, its support texts, then the generated ones."""
+def write_texts(support: torch.Tensor, samples: torch.Tensor, vocab: CharVocab, path: Path,
+                names: list[str] | None = None) -> Path:
+    """Text counterpart of a sample grid: per task (named by its concept), its support texts, then the
+    generated ones."""
     blocks = []
     for t, (s, x) in enumerate(zip(support, samples, strict=True)):
-        blocks.append(f"## task {t}: support\n" + "\n%\n".join(vocab.decode(s.cpu())) + "\n\n## task "
-                      f"{t}: generated\n" + "\n%\n".join(vocab.decode(x.cpu())))
+        task = f"task {t}" + (f" ({names[t]})" if names else "")
+        blocks.append(f"## {task}: support\n" + "\n%\n".join(vocab.decode(s.cpu())) + f"\n\n## {task}: generated\n"
+                      + "\n%\n".join(vocab.decode(x.cpu())))
     atomic_write_text(path, "\n\n".join(blocks) + "\n")
     return path
 

@@ -191,8 +191,8 @@ def test_text_through_the_command_line(styles_dir, tmp_path, capsys):
     assert "bits/character" in report and "copy" not in report and "| 0-shot NLL |" in report
     assert "6 tasks" in report and "| method | held1 | held2 |" in report  # per-concept table, 3 tasks each
     samples = (tmp_path / "eval" / "samples_context.txt").read_text()
-    assert samples.startswith("## task 0: support") and "## task 1: support" in samples  # one per concept
-    assert "## task 2: support" not in samples
+    assert samples.startswith("## task 0 (held1): support") and "## task 1 (held2): support" in samples
+    assert "## task 2" not in samples  # one task per concept
     capsys.readouterr()
 
     support = tmp_path / "style.txt"
