@@ -245,7 +245,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     unit = report.get("unit", "nats/image")
     lines = [f"Held-out {d['source']} groups {', '.join(d['held_out_groups'])}: {d['n_tasks']} tasks x "
              f"{d['queries_per_task']} queries; NLL in {unit} (lower is better), mean +- 95% CI across "
-             f"tasks; VAE bounds with k = {report['iw_samples']} importance samples.", "",
+             "tasks" + ("." if unit == "bits/character" else
+                        f"; VAE bounds with k = {report['iw_samples']} importance samples."), "",
              "| method | " + " | ".join(f"{k}-shot NLL" for k in shots) + " | adapt ms/task |",
              "|---|" + "---:|" * (len(shots) + 1)]
     for name, m in report["methods"].items():
