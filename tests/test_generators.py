@@ -144,6 +144,27 @@ def test_diffusion_bound_is_near_zero_for_an_oracle_denoiser_of_a_single_image()
     assert model.log_prob(toy_images(1, 1).double()).item() < expected.item() - 10
 
 
+
+def test_diffusion_bound_clips_the_predicted_image_to_the_data_range():
+    """A denoiser that points the right way but overshoots (x0_hat = 3 x0) gives the oracle's bound: the reverse
+    mean uses x0_hat clipped to [-1, 1], so no term divides an overshoot by sqrt(abar_T) ~ 1e-4."""
+    cfg = DiffusionConfig(channels=8, timesteps=50, eval_steps=20)
+    x = toy_images(0, 1).double()
+    x0 = 2 * x - 1
+    bounds = []
+    for scale in (1.0, 3.0):
+        model = Diffusion(cfg, SHAPE).double()
+        abar = model.abar.double()
+
+        class Overshoot(torch.nn.Module):
+            def forward(self, xt, t, cond, scale=scale):
+                ab = abar[t].view(-1, 1, 1, 1)
+                return (xt - ab.sqrt() * scale * x0) / (1 - ab).sqrt()
+
+        model.net = Overshoot()
+        bounds.append(model.log_prob(x).item())
+    assert bounds[1] == pytest.approx(bounds[0], rel=1e-9, abs=1e-9)
+
 # -- training, sampling, conditioning ----------------------------------------------------------------------
 @pytest.mark.parametrize("family", sorted(TINY))
 def test_family_trains_on_a_toy_distribution(family):

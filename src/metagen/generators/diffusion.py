@@ -2,8 +2,10 @@
 
 Pixels map to x0 = 2x - 1 in {-1, 1}; q(x_t | x0) = N(sqrt(abar_t) x0, (1 - abar_t) I) with the cosine
 schedule (Nichol & Dhariwal 2021) over `timesteps` steps; a U-Net predicts the noise eps(x_t, t, c).
-Reverse steps use the posterior variance, p(x_{t-1} | x_t) = N(mu_theta, beta~_t I), so each KL term of
-the bound is closed form, and the last step is a binary decoder, P(x0 = 1 | x_1) = Phi(mu_theta / sigma_1):
+Reverse steps plug the predicted image, clipped to the data range as the sampler does, into the posterior:
+p(x_{t-1} | x_t) = q(x_{t-1} | x_t, x0 = clip(x0_hat)) = N(mu_theta, beta~_t I), with
+x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t). Each KL term of the bound is then closed form, and the
+last step is a binary decoder, P(x0 = 1 | x_1) = Phi(mu_theta / sigma_1):
     -log P(x0) <= KL(q(x_T|x0) || N(0, I)) + sum_{t>=2} KL(q(x_{t-1}|x_t, x0) || p(x_{t-1}|x_t)) - log p(x0|x_1).
 `log_prob` evaluates every term (one noise draw per step) of the chain respaced to `eval_steps` of the
 trained steps (Nichol & Dhariwal's respacing: a valid bound on that shorter model, at `eval_steps` network
@@ -141,11 +143,18 @@ class Diffusion(Generator):
         ab, ab_prev, beta = sched["abar"][i], sched["abar"][i - 1], sched["beta"][i - 1]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn_like(x0)
         eps = self.net(xt, sched["t"][i - 1].expand(x0.shape[0]), cond)
-        mu = (xt - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()  # mean of p(x_{i-1} | x_i)
+        x0_hat = ((xt - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+        mu = self._posterior_mean(x0_hat, xt, ab, ab_prev, beta)  # mean of p(x_{i-1} | x_i)
         if i == 1:
             return -torch.special.log_ndtr(x0 * mu / beta.sqrt()).flatten(1).sum(-1)  # x0 in {-1, 1}
-        mu_q = (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * xt) / (1 - ab)
+        mu_q = self._posterior_mean(x0, xt, ab, ab_prev, beta)
         return ((mu_q - mu).pow(2) / (2 * sched["var"][i - 1])).flatten(1).sum(-1)
+
+    @staticmethod
+    def _posterior_mean(x0: torch.Tensor, xt: torch.Tensor, ab: torch.Tensor, ab_prev: torch.Tensor,
+                        beta: torch.Tensor) -> torch.Tensor:
+        """Mean of q(x_{i-1} | x_i, x0)."""
+        return (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * xt) / (1 - ab)
 
     def _prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
         """KL(q(x_T | x0) || N(0, I)) [B]."""
