@@ -151,10 +151,10 @@ def test_diffusion_bound_clips_the_predicted_image_to_the_data_range():
     cfg = DiffusionConfig(channels=8, timesteps=50, eval_steps=20)
     x = toy_images(0, 1).double()
     x0 = 2 * x - 1
+    abar = Diffusion(cfg, SHAPE).abar.double()
     bounds = []
     for scale in (1.0, 3.0):
         model = Diffusion(cfg, SHAPE).double()
-        abar = model.abar.double()
 
         class Overshoot(torch.nn.Module):
             def forward(self, xt, t, cond, scale=scale):
