@@ -79,8 +79,8 @@ def test_pixelcnn_is_causal_in_raster_order_without_blind_spot():
 
 
 def test_pixelcnn_sampler_matches_a_full_image_reference_loop():
-    """The sampler computes only the rows up to the current one; a loop over the full image must draw the
-    same pixels from the same random numbers."""
+    """The sampler runs the vertical stack once per row and the horizontal stack on one row per pixel; a loop
+    over the full image must draw the same pixels from the same random numbers."""
     torch.manual_seed(0)
     model = PixelCNN(PixelCNNConfig(channels=8, layers=3, kernel=3, attn_dim=8, attn_heads=2), (1, 6, 5),
                      cond_dim=3, memory_dim=4).double()

@@ -58,21 +58,33 @@ class GatedLayer(nn.Module):
     def forward(self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None,
                 read: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """v, h: [B, in, H, W]; cond [B, cond_dim]; read [B, read_dim, H, W] (attention over the memory)."""
+        v_pre = self.vertical(v)  # [B, 2ch, H, W], rows <= i
+        v_down = F.pad(v_pre, (0, 0, 1, 0))[..., :-1, :]  # shift down: the horizontal stack reads rows < i
+        return self.v_out(v_pre, cond), self.horizontal(h, v_down, cond, read)
+
+    def vertical(self, v: torch.Tensor) -> torch.Tensor:
+        """The vertical stack's pre-activation [B, 2ch, H, W]: row i sees rows <= i of v."""
         k = self.k
-        v_pre = self.v_conv(F.pad(v, (k // 2, k // 2, k // 2, 0)))  # [B, 2ch, H, W], rows <= i
-        h_pre = self.h_conv(F.pad(h, (k // 2, 0, 0, 0)))  # columns <= j
+        return self.v_conv(F.pad(v, (k // 2, k // 2, k // 2, 0)))
+
+    def v_out(self, v_pre: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return self.gate(v_pre + self._bias(cond))
+
+    def horizontal(self, h: torch.Tensor, v_down: torch.Tensor, cond: torch.Tensor | None,
+                   read: torch.Tensor | None) -> torch.Tensor:
+        """The horizontal stack's output [B, ch, R, W] from its input h [B, in, R, W] and the vertical stack's
+        pre-activation of the row above each row, v_down [B, 2ch, R, W]: every op is within a row."""
+        h_pre = self.h_conv(F.pad(h, (self.k // 2, 0, 0, 0)))  # columns <= j
         if self.first:  # shift right: columns < j only
             h_pre = F.pad(h_pre, (1, 0))[..., :-1]
-        v_down = F.pad(v_pre, (0, 0, 1, 0))[..., :-1, :]  # shift down: the horizontal stack reads rows < i
-        h_pre = h_pre + self.v_to_h(v_down)
-        if self.cond is not None and cond is not None:
-            bias = self.cond(cond)[:, :, None, None]
-            v_pre, h_pre = v_pre + bias, h_pre + bias
+        h_pre = h_pre + self.v_to_h(v_down) + self._bias(cond)
         if self.read is not None and read is not None:
             h_pre = h_pre + self.read(read.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        v_new = self.gate(v_pre)
         h_new = self.h_out(self.gate(h_pre))
-        return v_new, h_new if self.first else h + h_new
+        return h_new if self.first else h + h_new
+
+    def _bias(self, cond: torch.Tensor | None) -> torch.Tensor | float:
+        return self.cond(cond)[:, :, None, None] if self.cond is not None and cond is not None else 0.0
 
 
 @GENERATORS.register("pixelcnn")
@@ -101,12 +113,36 @@ class PixelCNN(Generator):
         """Bernoulli logits [B, C, H, W]; pixel (i, j) depends only on pixels before it in raster order."""
         v = h = x * 2 - 1
         for i, layer in enumerate(self.layers):
-            read = None
-            if self.attends[i] and memory is not None:
-                B, ch, H, W = h.shape
-                q = h.permute(0, 2, 3, 1).reshape(B, H * W, ch)  # causal features of every pixel
-                read = self.attn[str(i)](q, memory).view(B, H, W, -1).permute(0, 3, 1, 2)
-            v, h = layer(v, h, cond, read)
+            v, h = layer(v, h, cond, self._read(i, h, memory))
+        return self.head(h)
+
+    def _read(self, i: int, h: torch.Tensor, memory: torch.Tensor | None) -> torch.Tensor | None:
+        """Layer i's attention readout [B, attn_dim, R, W] over the memory, queried by every pixel's h."""
+        if not self.attends[i] or memory is None:
+            return None
+        B, ch, R, W = h.shape
+        q = h.permute(0, 2, 3, 1).reshape(B, R * W, ch)  # causal features of every pixel
+        return self.attn[str(i)](q, memory).view(B, R, W, -1).permute(0, 3, 1, 2)
+
+    def _rows_above(self, x_above: torch.Tensor, cond: torch.Tensor | None) -> list[torch.Tensor]:
+        """Per layer, the vertical stack's pre-activation of the last row of x_above [B, C, i, W]: what row i's
+        horizontal stack reads ([B, 2ch, 1, W]; zeros for the first row)."""
+        B, _, i, W = x_above.shape
+        if i == 0:
+            return [x_above.new_zeros(B, 2 * self.cfg.channels, 1, W) for _ in self.layers]
+        v, rows = x_above * 2 - 1, []
+        for layer in self.layers:
+            v_pre = layer.vertical(v)
+            rows.append(v_pre[:, :, -1:])
+            v = layer.v_out(v_pre, cond)
+        return rows
+
+    def _row_logits(self, x_row: torch.Tensor, rows_above: list[torch.Tensor], cond: torch.Tensor | None,
+                    memory: torch.Tensor | None) -> torch.Tensor:
+        """Logits [B, C, 1, W] of one row x_row [B, C, 1, W], given `_rows_above` for it."""
+        h = x_row * 2 - 1
+        for i, layer in enumerate(self.layers):
+            h = layer.horizontal(h, rows_above[i], cond, self._read(i, h, memory))
         return self.head(h)
 
     # -- the generator surface -----------------------------------------------------------------------------
@@ -132,8 +168,9 @@ class PixelCNN(Generator):
         C, H, W = self.example_shape
         x = torch.zeros(n, C, H, W, device=p.device, dtype=p.dtype)
         for i in range(H):
+            # The vertical stack reads rows < i only: once per row. Per pixel, only row i's horizontal stack runs.
+            above = self._rows_above(x[:, :, :i], cond)
             for j in range(W):  # a pixel's channels see only earlier pixels, so one pass draws them all
-                # row i depends on rows <= i only: the rows below are not computed (half the work)
-                probs = torch.sigmoid(self.logits(x[:, :, : i + 1], cond, memory)[:, :, i, j])  # [n, C]
+                probs = torch.sigmoid(self._row_logits(x[:, :, i : i + 1], above, cond, memory)[:, :, 0, j])  # [n, C]
                 x[:, :, i, j] = torch.bernoulli(probs, generator=generator)
         return x
