@@ -77,13 +77,15 @@ class GeneratorNet(nn.Module):
         super().__init__()
         self.shape = (2 * ch, size // 4, size // 4)
         self.fc = nn.Sequential(nn.Linear(in_dim, 2 * ch * (size // 4) ** 2), nn.ReLU())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(2 * ch, ch, 4, stride=2, padding=1), nn.ReLU(),  # H/2
-            nn.ConvTranspose2d(ch, out_ch, 4, stride=2, padding=1), nn.Sigmoid(),  # H
+        # Nearest upsampling then a 3x3 conv, not a stride-2 transposed conv: the latter's uneven overlap draws
+        # a checkerboard (Odena et al. 2016), which on Omniglot came out as dotted strokes.
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2), nn.Conv2d(2 * ch, ch, 3, padding=1), nn.ReLU(),  # H/2
+            nn.Upsample(scale_factor=2), nn.Conv2d(ch, out_ch, 3, padding=1), nn.Sigmoid(),  # H
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.fc(z).view(-1, *self.shape))
+        return self.up(self.fc(z).view(-1, *self.shape))
 
 
 @GENERATORS.register("gan")
