@@ -144,7 +144,6 @@ def test_diffusion_bound_is_near_zero_for_an_oracle_denoiser_of_a_single_image()
     assert model.log_prob(toy_images(1, 1).double()).item() < expected.item() - 10
 
 
-
 def test_diffusion_bound_clips_the_predicted_image_to_the_data_range():
     """A denoiser that points the right way but overshoots (x0_hat = 3 x0) gives the oracle's bound: the reverse
     mean uses x0_hat clipped to [-1, 1], so no term divides an overshoot by sqrt(abar_T) ~ 1e-4."""
@@ -164,6 +163,7 @@ def test_diffusion_bound_clips_the_predicted_image_to_the_data_range():
         model.net = Overshoot()
         bounds.append(model.log_prob(x).item())
     assert bounds[1] == pytest.approx(bounds[0], rel=1e-9, abs=1e-9)
+
 
 # -- training, sampling, conditioning ----------------------------------------------------------------------
 @pytest.mark.parametrize("family", sorted(TINY))

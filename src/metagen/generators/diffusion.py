@@ -143,12 +143,16 @@ class Diffusion(Generator):
         ab, ab_prev, beta = sched["abar"][i], sched["abar"][i - 1], sched["beta"][i - 1]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn_like(x0)
         eps = self.net(xt, sched["t"][i - 1].expand(x0.shape[0]), cond)
-        x0_hat = ((xt - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
-        mu = self._posterior_mean(x0_hat, xt, ab, ab_prev, beta)  # mean of p(x_{i-1} | x_i)
+        mu = self._posterior_mean(self._predict_x0(xt, eps, ab), xt, ab, ab_prev, beta)  # mean of p(x_{i-1} | x_i)
         if i == 1:
             return -torch.special.log_ndtr(x0 * mu / beta.sqrt()).flatten(1).sum(-1)  # x0 in {-1, 1}
         mu_q = self._posterior_mean(x0, xt, ab, ab_prev, beta)
         return ((mu_q - mu).pow(2) / (2 * sched["var"][i - 1])).flatten(1).sum(-1)
+
+    @staticmethod
+    def _predict_x0(xt: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        """The image the predicted noise implies, clipped to the data range [-1, 1] (bound and sampler alike)."""
+        return ((xt - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
 
     @staticmethod
     def _posterior_mean(x0: torch.Tensor, xt: torch.Tensor, ab: torch.Tensor, ab_prev: torch.Tensor,
@@ -202,6 +206,6 @@ class Diffusion(Generator):
         for t, t_next in itertools.pairwise(steps):
             eps = self.net(x, torch.full((n,), t, device=p.device), cond)
             ab, ab_next = self.abar[t], self.abar[t_next]
-            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+            x0 = self._predict_x0(x, eps, ab)
             x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
         return (x > 0).to(p.dtype)
