@@ -49,14 +49,15 @@ def toy_images(concept: int, n: int, seed: int = 0) -> torch.Tensor:
 
 
 # -- likelihoods against exact answers ---------------------------------------------------------------------
-@pytest.mark.parametrize("memory_dim", [0, 6])
-def test_pixelcnn_probabilities_of_all_2x2_images_sum_to_one(memory_dim):
+@pytest.mark.parametrize(("memory_dim", "cond_map"), [(0, 0), (6, 0), (0, 5)])
+def test_pixelcnn_probabilities_of_all_2x2_images_sum_to_one(memory_dim, cond_map):
     torch.manual_seed(0)
     cfg = PixelCNNConfig(channels=8, layers=3, kernel=3, attn_dim=8, attn_heads=2, attn_every=1)
-    model = PixelCNN(cfg, (1, 2, 2), cond_dim=3, memory_dim=memory_dim).double()
+    model = PixelCNN(cfg, (1, 2, 2), cond_dim=0 if cond_map else 3, memory_dim=memory_dim, cond_map=cond_map)
+    model = model.double()
     _jitter(model)
     xs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=torch.float64).view(16, 1, 2, 2)
-    cond = torch.randn(3, dtype=torch.float64)
+    cond = torch.randn(cond_map, 2, 2, dtype=torch.float64) if cond_map else torch.randn(3, dtype=torch.float64)
     memory = torch.randn(4, memory_dim, dtype=torch.float64) if memory_dim else None
     total = model.log_prob(xs, cond, memory).exp().sum()
     assert total.item() == pytest.approx(1.0, abs=1e-10)
@@ -65,12 +66,13 @@ def test_pixelcnn_probabilities_of_all_2x2_images_sum_to_one(memory_dim):
 def test_pixelcnn_is_causal_in_raster_order_without_blind_spot():
     torch.manual_seed(0)
     model = PixelCNN(PixelCNNConfig(channels=8, layers=4, kernel=5, attn_dim=8, attn_heads=2), (1, 6, 6),
-                     memory_dim=5).double()
+                     memory_dim=5, cond_map=2).double()
     _jitter(model)
     x = torch.rand(1, 1, 6, 6, dtype=torch.float64, requires_grad=True)
     memory = torch.randn(1, 3, 5, dtype=torch.float64)
+    cond_map = torch.randn(1, 2, 6, 6, dtype=torch.float64)  # from the support, so every pixel may read all of it
     for i, j in itertools.product(range(6), range(6)):
-        (g,) = torch.autograd.grad(model.logits(x, None, memory)[0, 0, i, j], x)
+        (g,) = torch.autograd.grad(model.logits(x, cond_map, memory)[0, 0, i, j], x)
         seen = g[0, 0].abs().flatten() > 0
         before = torch.arange(36) < i * 6 + j
         assert not (seen & ~before).any(), f"pixel {(i, j)} sees itself or a later pixel"
@@ -93,6 +95,23 @@ def test_pixelcnn_sampler_matches_a_full_image_reference_loop():
         probs = torch.sigmoid(model.logits(x, cond.expand(4, 3), memory.expand(4, 3, 4))[:, :, i, j])
         x[:, :, i, j] = torch.bernoulli(probs, generator=g)
     assert torch.equal(fast, x) and 0 < x.mean() < 1
+
+
+def test_pixelcnn_sampler_reads_a_context_map_row_by_row_as_the_full_image_does():
+    torch.manual_seed(0)
+    model = PixelCNN(PixelCNNConfig(channels=8, layers=3, kernel=3), (1, 6, 6), cond_map=3).double()
+    _jitter(model)
+    cond = torch.randn(3, 3, 3, dtype=torch.float64)  # half resolution: upsampled to the image inside
+    fast = model.sample(4, cond, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    x = torch.zeros(4, 1, 6, 6, dtype=torch.float64)
+    full = model._full_cond(cond, 4)
+    assert full.shape == (4, 3, 6, 6)
+    for i, j in itertools.product(range(6), range(6)):
+        x[:, :, i, j] = torch.bernoulli(torch.sigmoid(model.logits(x, full, None)[:, :, i, j]), generator=g)
+    assert torch.equal(fast, x) and 0 < x.mean() < 1
+    other = model.sample(4, -cond, generator=torch.Generator().manual_seed(7))
+    assert not torch.equal(fast, other)  # the map is read
 
 
 def test_flow_log_determinant_equals_the_numerical_jacobian():

@@ -64,6 +64,60 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.fc(h).view(-1, *self.shape))
 
 
+class MapEncoder(nn.Module):
+    """Images [B, C, H, W] -> feature maps [B, out_channels, H/2, W/2] that see the whole image: a small U-Net
+    (stride-2 convolutions down to H/4, a 3x3 convolution there, a transposed convolution back up to H/2 with
+    a skip)."""
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int) -> None:
+        super().__init__()
+        ch = channels
+        self.down2 = nn.Sequential(nn.Conv2d(in_channels, ch, 3, stride=2, padding=1), nn.ELU())  # [B, ch, H/2]
+        self.down4 = nn.Sequential(nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1), nn.ELU(),
+                                   nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), nn.ELU())  # [B, 2ch, H/4, W/4]
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * ch, ch, 4, stride=2, padding=1), nn.ELU())  # [B, ch, H/2]
+        self.out = nn.Conv2d(2 * ch, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 4 or x.shape[-2] % 4:
+            raise ValueError(f"image size must be a multiple of 4, got {list(x.shape[-2:])}")
+        d2 = self.down2(x)
+        return self.out(torch.cat([self.up2(self.down4(d2)), d2], 1))
+
+
+def resample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Feature maps [B, D, h, w] at size (H, W): average-pooled down or bilinearly upsampled."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    if maps.shape[-1] > size[1]:
+        return F.adaptive_avg_pool2d(maps, size)
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+class MapDecoder(nn.Module):
+    """Vectors [B, in_dim] and a context map [B, M, h, w] -> logits [B, C, H, W]. Like ConvDecoder, but the
+    context map, resampled to each scale, joins the features at H/4 and H/2 (the skips of a U-Net whose
+    encoder saw the support set instead of the image)."""
+
+    def __init__(self, in_dim: int, out_channels: int, size: int, channels: int, map_channels: int) -> None:
+        super().__init__()
+        if size % 4:
+            raise ValueError(f"image size must be a multiple of 4, got {size}")
+        ch, m = channels, map_channels
+        self.size = size
+        self.shape = (2 * ch, size // 4, size // 4)
+        self.fc = nn.Sequential(nn.Linear(in_dim, 2 * ch * (size // 4) ** 2), nn.ELU())
+        self.mix4 = nn.Sequential(nn.Conv2d(2 * ch + m, 2 * ch, 3, padding=1), nn.ELU())
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * ch, ch, 4, stride=2, padding=1), nn.ELU())
+        self.mix2 = nn.Sequential(nn.Conv2d(ch + m, ch, 3, padding=1), nn.ELU())
+        self.up1 = nn.ConvTranspose2d(ch, out_channels, 4, stride=2, padding=1)
+
+    def forward(self, h: torch.Tensor, cond_map: torch.Tensor) -> torch.Tensor:
+        x = self.fc(h).view(-1, *self.shape)  # [B, 2ch, H/4, W/4]
+        x = self.up2(self.mix4(torch.cat([x, resample(cond_map, (self.size // 4,) * 2)], 1)))  # [B, ch, H/2, W/2]
+        return self.up1(self.mix2(torch.cat([x, resample(cond_map, (self.size // 2,) * 2)], 1)))  # [B, C, H, W]
+
+
 class CrossAttention(nn.Module):
     """Queries [B, query_dim] or [B, N, query_dim] attend over memories [B, M, memory_dim] -> [B, (N,) dim];
     invariant to the order of M."""

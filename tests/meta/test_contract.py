@@ -21,6 +21,7 @@ LEARNER_CFG = {
     "finetune": {"finetune_steps": 2},
     "scratch": {"finetune_steps": 2},
     "copy": {},
+    "spatial": {"map_dim": 3, "channels": 4},
 }
 
 
@@ -75,7 +76,7 @@ def test_bad_support_sets_are_clear_errors(learner):
         learner.adapt(torch.zeros(3, 28, 28))
 
 
-NO_PRIOR = {"copy", "scratch", "attention"}  # nothing to generate from without a support set
+NO_PRIOR = {"copy", "scratch", "attention", "spatial"}  # nothing to generate from without a support set
 
 
 def test_prior_samples_or_says_why_not(learner):

@@ -30,6 +30,8 @@ REFUSED = {
     ("gan", "maml"), ("gan", "metasgd"),  # second order through a two-player game
     ("lstm", "attention"), ("transformer", "attention"),
     ("lstm", "copy"), ("transformer", "copy"),  # copy's likelihood is for binary images
+    ("flow", "spatial"), ("diffusion", "spatial"), ("gan", "spatial"),  # cannot read a context map
+    ("lstm", "spatial"), ("transformer", "spatial"),
 }
 SHAPE = (1, 8, 8)  # toy_tasks' images
 

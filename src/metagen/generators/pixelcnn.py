@@ -5,8 +5,11 @@
 
 Two stacks remove the blind spot of masked convolutions: a vertical stack that sees every row above, and
 a horizontal stack that sees the pixels to the left in the current row and reads the vertical stack one
-row up. Each layer is a gated unit tanh(a) * sigmoid(b). Conditioning, both optional: a context vector
-c (cond_dim > 0) adds a learned bias to every gate (conditional PixelCNN); a memory of support embeddings
+row up. Each layer is a gated unit tanh(a) * sigmoid(b). Conditioning, all optional: a context vector
+c (cond_dim > 0) adds a learned bias to every gate (conditional PixelCNN); a context map (cond_map > 0,
+features of the support set over the image, upsampled to it) adds a learned bias to every gate at every
+pixel (the spatial conditioning of van den Oord et al.; it is computed from the support, not from x, so
+causality is kept); a memory of support embeddings
 (memory_dim > 0) is read at every pixel by cross-attention from the horizontal stack's causal features
 (the attention PixelCNN of Reed et al. 2018's few-shot density estimation), so causality is kept.
 """
@@ -23,7 +26,7 @@ from torch import nn
 from metagen.config import GeneratorConfig
 from metagen.errors import ConfigError
 from metagen.generators.base import Generator
-from metagen.nets import CrossAttention
+from metagen.nets import CrossAttention, resample
 from metagen.registry import GENERATORS
 
 
@@ -40,7 +43,8 @@ class PixelCNNConfig(GeneratorConfig):
 class GatedLayer(nn.Module):
     """One layer of both stacks. `first`: the horizontal stack must not see the current pixel (mask A)."""
 
-    def __init__(self, in_ch: int, ch: int, k: int, cond_dim: int, first: bool, read_dim: int) -> None:
+    def __init__(self, in_ch: int, ch: int, k: int, cond_dim: int, first: bool, read_dim: int,
+                 cond_map: int = 0) -> None:
         super().__init__()
         self.k, self.first = k, first
         self.v_conv = nn.Conv2d(in_ch, 2 * ch, (k // 2 + 1, k))  # rows i - k//2 .. i, after top padding
@@ -48,6 +52,7 @@ class GatedLayer(nn.Module):
         self.v_to_h = nn.Conv2d(2 * ch, 2 * ch, 1)
         self.h_out = nn.Conv2d(ch, ch, 1)
         self.cond = nn.Linear(cond_dim, 2 * ch) if cond_dim else None
+        self.cond_map = nn.Conv2d(cond_map, 2 * ch, 1) if cond_map else None
         self.read = nn.Linear(read_dim, 2 * ch) if read_dim else None
 
     @staticmethod
@@ -57,7 +62,8 @@ class GatedLayer(nn.Module):
 
     def forward(self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None,
                 read: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """v, h: [B, in, H, W]; cond [B, cond_dim]; read [B, read_dim, H, W] (attention over the memory)."""
+        """v, h: [B, in, H, W]; cond [B, cond_dim] or a map [B, cond_map, H, W] (the rows of v and h);
+        read [B, read_dim, H, W] (attention over the memory)."""
         v_pre = self.vertical(v)  # [B, 2ch, H, W], rows <= i
         v_down = F.pad(v_pre, (0, 0, 1, 0))[..., :-1, :]  # shift down: the horizontal stack reads rows < i
         return self.v_out(v_pre, cond), self.horizontal(h, v_down, cond, read)
@@ -84,18 +90,24 @@ class GatedLayer(nn.Module):
         return h_new if self.first else h + h_new
 
     def _bias(self, cond: torch.Tensor | None) -> torch.Tensor | float:
-        return self.cond(cond)[:, :, None, None] if self.cond is not None and cond is not None else 0.0
+        """[B, 2ch, 1, 1] from a context vector, [B, 2ch, R, W] from a context map's rows, or 0."""
+        if cond is None:
+            return 0.0
+        if self.cond_map is not None:
+            return self.cond_map(cond)
+        return self.cond(cond)[:, :, None, None] if self.cond is not None else 0.0
 
 
 @GENERATORS.register("pixelcnn")
 class PixelCNN(Generator):
     Config = PixelCNNConfig
     supports_memory = True
+    supports_cond_map = True
     task_params = r"^head\."
 
     def __init__(self, cfg: PixelCNNConfig, example_shape: tuple[int, ...], cond_dim: int = 0,
-                 memory_dim: int = 0) -> None:
-        super().__init__(example_shape, cond_dim, memory_dim)
+                 memory_dim: int = 0, cond_map: int = 0) -> None:
+        super().__init__(example_shape, cond_dim, memory_dim, cond_map)
         if cfg.kernel % 2 == 0:
             raise ConfigError(f"generator.kernel must be odd, got {cfg.kernel}")
         self.cfg = cfg
@@ -103,7 +115,8 @@ class PixelCNN(Generator):
         self.attends = [memory_dim > 0 and i > 0 and i % cfg.attn_every == 0 for i in range(cfg.layers + 1)]
         read = cfg.attn_dim if memory_dim else 0
         self.layers = nn.ModuleList(
-            GatedLayer(C if i == 0 else ch, ch, cfg.kernel, cond_dim, i == 0, read if self.attends[i] else 0)
+            GatedLayer(C if i == 0 else ch, ch, cfg.kernel, cond_dim, i == 0, read if self.attends[i] else 0,
+                       cond_map)
             for i in range(cfg.layers + 1))
         self.attn = nn.ModuleDict({str(i): CrossAttention(ch, memory_dim, cfg.attn_dim, cfg.attn_heads)
                                    for i, a in enumerate(self.attends) if a})
@@ -145,6 +158,15 @@ class PixelCNN(Generator):
             h = layer.horizontal(h, rows_above[i], cond, self._read(i, h, memory))
         return self.head(h)
 
+    def _full_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The context for `batch` images; a context map is resampled to the image's size [B, D, H, W]."""
+        cond = self.expand_cond(cond, batch)
+        return resample(cond, self.example_shape[1:]) if self.cond_map else cond
+
+    def _rows(self, cond: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+        """A context map's `rows` (what the layers add to those rows' gates); a vector context as it is."""
+        return cond[:, :, rows] if self.cond_map and cond is not None else cond
+
     # -- the generator surface -----------------------------------------------------------------------------
     def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None,
              memory: torch.Tensor | None = None) -> torch.Tensor:
@@ -156,21 +178,22 @@ class PixelCNN(Generator):
         """Exact log p(x | cond, memory) in nats, [B]; `iw_samples` is unused."""
         self.check_input(x)
         B = x.shape[0]
-        logits = self.logits(x, self.expand_cond(cond, B), self.expand_memory(memory, B))
+        logits = self.logits(x, self._full_cond(cond, B), self.expand_memory(memory, B))
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(-1)
 
     @torch.no_grad()
     def sample(self, n: int, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """`n` binary images {0, 1} (as floats), drawn one pixel at a time in raster order."""
-        cond, memory = self.expand_cond(cond, n), self.expand_memory(memory, n)
+        cond, memory = self._full_cond(cond, n), self.expand_memory(memory, n)
         p = next(self.parameters())
         C, H, W = self.example_shape
         x = torch.zeros(n, C, H, W, device=p.device, dtype=p.dtype)
         for i in range(H):
             # The vertical stack reads rows < i only: once per row. Per pixel, only row i's horizontal stack runs.
-            above = self._rows_above(x[:, :, :i], cond)
+            above = self._rows_above(x[:, :, :i], self._rows(cond, slice(0, i)))
+            row_cond = self._rows(cond, slice(i, i + 1))
             for j in range(W):  # a pixel's channels see only earlier pixels, so one pass draws them all
-                probs = torch.sigmoid(self._row_logits(x[:, :, i : i + 1], above, cond, memory)[:, :, 0, j])  # [n, C]
+                probs = torch.sigmoid(self._row_logits(x[:, :, i : i + 1], above, row_cond, memory)[:, :, 0, j])
                 x[:, :, i, j] = torch.bernoulli(probs, generator=generator)
         return x
