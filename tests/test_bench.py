@@ -41,6 +41,8 @@ grid_shots = 3
 grid_rows = 2
 fidelity_steps = 5
 bootstrap = 10
+classify = [[3, 1]]
+classify_episodes = 4
 
 [features]
 channels = 8
@@ -53,24 +55,32 @@ batch = 32
     return str(path)
 
 
-def test_copy_baseline_has_zero_novelty_and_high_fidelity():
+def test_copy_baseline_has_zero_novelty_and_the_fidelity_of_real_images():
+    """Copy's samples are its support images, so its fidelity is the classifier's accuracy on those real images
+    (whatever that accuracy is on a given machine), and its novelty is exactly 0."""
     config = load_config("glyphs", ["learner.name='copy'"])
     splits = load_splits(config.data, config.split)
     config.split.test_groups = splits.test_groups
-    tasks = fixed_tasks(splits.held_out, 5, 10, seed=0, max_tasks=5)
-    feats = feature_net(config, splits.background, FeatureConfig(channels=16, steps=150, batch=64), progress=False)
-    clf = FidelityClassifier(feats.net, tasks, steps=100, progress=False)
-    real_f = feats.net.features(tasks.query.flatten(0, 1)).view(5, 10, -1)
-    support_f = feats.net.features(tasks.support.flatten(0, 1)).view(5, 5, -1)
+    T = 5
+    tasks = fixed_tasks(splits.held_out, 5, 10, seed=0, max_tasks=T)
+    feats = feature_net(config, splits.background, FeatureConfig(channels=16, steps=300, batch=64), progress=False)
+    clf = FidelityClassifier(feats.net, tasks, steps=200, progress=False)
+    assert clf.support_accuracy >= 0.4  # well above chance (1/5): the classifier works at all
+    real_f = feats.net.features(tasks.query.flatten(0, 1)).view(T, 10, -1)
+    support_f = feats.net.features(tasks.support.flatten(0, 1)).view(T, 5, -1)
     learner = build_learner(config, splits.background.example_shape).eval()
     _, preset = load_preset("glyphs")
     p = preset.model_copy(update={"shots": [1, 5], "samples": 8, "bootstrap": 5, "grid_rows": 2})
     with torch.no_grad():
         scores, grid = score_method(learner, tasks, p, feats.net, clf, real_f, support_f, 0, torch.device("cpu"))
     for k in (1, 5):
-        assert scores[k].per_task["novelty"] == [0.0] * 5
-        assert sum(scores[k].per_task["fidelity"]) / 5 > 0.8
-        assert len(scores[k].per_task["nll"]) == 5 and scores[k].fid is not None
+        assert scores[k].per_task["novelty"] == [0.0] * T
+        assert len(scores[k].per_task["nll"]) == T and scores[k].fid is not None
+        for t in range(T):
+            seen = [clf.recognised(tasks.support[t, i : i + 1], t) for i in range(k)]  # 1.0 or 0.0 per image
+            assert min(seen) <= scores[k].per_task["fidelity"][t] <= max(seen)
+    one_shot = [clf.recognised(tasks.support[t, :1], t) for t in range(T)]
+    assert scores[1].per_task["fidelity"] == one_shot  # eight copies of the one support image
     assert sum(scores[1].per_task["diversity"]) == 0  # one support image, copied 8 times
     assert sum(scores[5].per_task["diversity"]) > 0
     assert grid.shape == (2, 8, 1, 28, 28)
@@ -108,6 +118,13 @@ def test_tiny_bench_writes_a_well_formed_table_and_reproduces(tmp_path):
         assert set(row) >= {"nll", "fid", "precision", "recall", "fidelity", "novelty", "diversity", "adapt_ms"}
         assert row["nll"]["n"] == 5 and row["peak_mib"] >= 0
 
+    # Classification by likelihood: at 1 shot copy's flip-mixture likelihood falls with the Hamming distance to
+    # the support image, so it classifies exactly as the pixel nearest neighbour does.
+    assert "| method | 3-way 1-shot error (%) |" in table and "| pixel nearest neighbour |" in table
+    pixel_nn = report["classify_reference"]["pixel nearest neighbour"]["3-way 1-shot"]
+    assert report["methods"]["copy"]["classify"]["3-way 1-shot"] == pixel_nn and pixel_nn["n"] == 4
+    assert 0 <= report["methods"]["context"]["classify"]["3-way 1-shot"]["mean"] <= 1
+
     text = docs.read_text()
     assert text.startswith("# Results\n\nintro\n") and "<!-- bench:tiny start -->" in text and table in text
     update_docs(docs, "tiny", "new table")  # a rerun replaces the block in place
@@ -116,6 +133,7 @@ def test_tiny_bench_writes_a_well_formed_table_and_reproduces(tmp_path):
     # Same seed, fresh runs: the same numbers. Same runs folder: finished runs are reused, not retrained.
     again = run_bench(preset, tmp_path / "out2", tmp_path / "runs2", progress=False)
     assert _metrics(again) == _metrics(report)
+    assert again["methods"]["context"]["classify"] == report["methods"]["context"]["classify"]
     marker = tmp_path / "runs" / "tiny" / "context" / "seed0" / "bench.json"
     stamp = marker.stat().st_mtime_ns
     reused = run_bench(preset, tmp_path / "out3", tmp_path / "runs", progress=False)

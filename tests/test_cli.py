@@ -51,6 +51,17 @@ def test_train_adapt_sample_eval(tmp_path, support_pngs, capsys):
     assert "| context |" in (report_dir / "report.md").read_text()
     assert (report_dir / "samples_context.png").is_file() and (report_dir / "samples_copy.png").is_file()
 
+    classified = tmp_path / "classified"
+    assert main(["eval", "--checkpoint", run, "--out", str(classified), "--shots", "1", "--max-tasks", "3",
+                 "--classify", "5", "3", "--classify-episodes", "4", "--quiet"]) == 0
+    table = json.loads((classified / "report.json").read_text())["classification"]["table"]
+    assert set(table) == {"pixel nearest neighbour", "context", "copy"}
+    for row in table.values():
+        assert set(row) == {"3-way 1-shot", "5-way 1-shot"}
+        assert all(0 <= cell["mean"] <= 1 and cell["n"] == 4 for cell in row.values())
+    assert table["copy"] == table["pixel nearest neighbour"]  # one support image: copy ranks by Hamming distance
+    assert "| pixel nearest neighbour |" in (classified / "report.md").read_text()
+
 
 def _error(capsys, argv):
     code = main(argv)
@@ -67,6 +78,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, support_pngs):
     assert "no Omniglot data" in _error(capsys, ["train", "--config", "omniglot", "--out", str(tmp_path / "o"),
                                                  "--data-dir", str(tmp_path), "--quiet"])
     assert "train.lr = -1" in _error(capsys, ["train", "--config", "glyphs", "--set", "train.lr=-1"])
+    assert "needs N >= 2" in _error(capsys, ["eval", "--checkpoint", run, "--classify", "1", "--quiet"])
+    assert "61 held-out concepts, there are 60" in _error(capsys, ["eval", "--checkpoint", run, "--classify", "61",
+                                                                   "--no-copy", "--shots", "1", "--max-tasks", "2",
+                                                                   "--quiet"])
     assert "unknown key 'train.bogus'" in _error(capsys, ["train", "--config", "glyphs", "--set", "train.bogus=1"])
 
     (tmp_path / "bad.png").write_bytes(b"not an image")

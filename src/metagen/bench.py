@@ -11,6 +11,9 @@ come the query NLL (where the family has a likelihood) and `samples` generated i
   never on support examples) recognises as the task's concept.
 - novelty: distance from a sample to its nearest support example; diversity: between two samples.
 - adaptation cost: mean wall time of `adapt` per task; peak tensor memory of one `adapt`.
+- few-shot classification by likelihood (metagen.metrics.classify): N-way k-shot episodes of held-out
+  concepts, each query assigned to the support set under which the adapted model gives it the highest
+  log_prob, beside a pixel nearest neighbour.
 
 Per-task metrics get a 95% CI across tasks (pooled over seeds); FID gets a bootstrap CI over tasks.
 A reference row scores real held-out images the same way where that is meaningful.
@@ -36,8 +39,26 @@ from metagen.errors import CheckpointError, ConfigError
 from metagen.evaluate import query_nll
 from metagen.meta.base import MetaLearner
 from metagen.metrics import mean_ci
+from metagen.metrics.classify import (
+    PIXEL_NN,
+    Episodes,
+    classification_episodes,
+    episode_errors,
+    label,
+    likelihood_errors,
+    pixel_nn_score,
+    summarise,
+)
+from metagen.metrics.classify import markdown_table as classify_table
 from metagen.metrics.cost import peak_memory, timed
-from metagen.metrics.features import FIDELITY_VERSION, FeatureConfig, FeatureNet, FidelityClassifier, feature_net
+from metagen.metrics.features import (
+    FIDELITY_VERSION,
+    FeatureConfig,
+    FeatureNet,
+    FidelityClassifier,
+    feature_data,
+    feature_net,
+)
 from metagen.metrics.quality import diversity, fid_bootstrap, novelty, precision_recall
 
 METRICS = ("nll", "fid", "precision", "recall", "fidelity", "novelty", "diversity")
@@ -73,6 +94,12 @@ class BenchPreset(Strict):
     fidelity_steps: int = Field(300, ge=1)
     pr_k: int = Field(3, ge=1)  # k of the precision/recall k-NN radii
     bootstrap: int = Field(200, ge=0)  # FID bootstrap resamples over tasks
+    # Few-shot classification by likelihood (metagen.metrics.classify): (N ways, k shots) settings, episodes
+    # per setting and seed, queries per concept, and the VAE bound's importance samples there.
+    classify: list[tuple[int, int]] = Field(default_factory=lambda: [(5, 1), (20, 1)])
+    classify_episodes: int = Field(100, ge=1)
+    classify_queries: int = Field(1, ge=1)
+    classify_iw_samples: int = Field(20, ge=1)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     methods: dict[str, BenchMethod]
 
@@ -82,6 +109,13 @@ class BenchPreset(Strict):
         if not v or min(v) < 1:
             raise ValueError("must be a non-empty list of positive shot counts")
         return sorted(set(v))
+
+    @field_validator("classify")
+    @classmethod
+    def _classify(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if any(n < 2 or k < 1 for n, k in v):
+            raise ValueError("each setting is [N ways >= 2, k shots >= 1]")
+        return v
 
     @field_validator("methods")
     @classmethod
@@ -203,8 +237,10 @@ def _current(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def _load_scores(path: Path, fingerprint: dict[str, Any], png: Path | None) -> tuple[dict[int, _PerK], float] | None:
-    """(scores, scoring seconds) of a (method, seed) saved by an earlier invocation, if made the same way."""
+def _load_scores(path: Path, fingerprint: dict[str, Any],
+                 png: Path | None) -> tuple[dict[int, _PerK], dict[str, list[float] | None], float] | None:
+    """(scores, classification errors, scoring seconds) of a (method, seed) saved by an earlier invocation, if
+    made the same way."""
     try:
         saved = json.loads(path.read_text())
         made = {**saved["fingerprint"], "config": _current(saved["fingerprint"]["config"])}
@@ -212,7 +248,7 @@ def _load_scores(path: Path, fingerprint: dict[str, Any], png: Path | None) -> t
         return None
     if made != fingerprint or (png is not None and not png.is_file()):
         return None
-    return {int(k): _PerK(**v) for k, v in saved["scores"].items()}, saved["seconds"]
+    return {int(k): _PerK(**v) for k, v in saved["scores"].items()}, saved.get("classify", {}), saved["seconds"]
 
 
 def score_method(learner: MetaLearner, tasks: Tasks, p: BenchPreset, feats: FeatureNet, clf: FidelityClassifier,
@@ -274,6 +310,23 @@ def score_reference(tasks: Tasks, p: BenchPreset, clf: FidelityClassifier, real_
     }
     return {k: _PerK(per_task={"novelty": [novelty(real_f[t], support_f[t, :k]) for t in range(T)],
                                **same_for_every_k}, fid=fid_value, fid_ci=fid_ci) for k in p.shots}
+
+
+def classify_method(learner: MetaLearner, episodes: dict[str, Episodes], iw_samples: int, seed: int,
+                    bar: Any = None) -> dict[str, list[float] | None]:
+    """{"N-way k-shot": per-episode errors (None: no likelihood)} of classifying by the learner's log_prob."""
+    out = {}
+    for name, eps in episodes.items():
+        torch.manual_seed(seed)
+        out[name] = likelihood_errors(learner, eps, iw_samples, bar)
+    return out
+
+
+def _summarise_classify(runs: list[dict[str, list[float] | None]]) -> dict[str, Any]:
+    """Seeds' classification errors -> {setting: summary}, episodes of every seed pooled."""
+    settings = runs[0].keys() if runs else []
+    return {s: summarise(None if any(r[s] is None for r in runs) else [e for r in runs for e in r[s]])
+            for s in settings}
 
 
 def _summarise(runs: list[dict[int, _PerK]], shots: list[int]) -> dict[str, Any]:
@@ -346,7 +399,9 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
                               "and split.test_groups")
     resolved = base.model_copy(deep=True)
     resolved.split.test_groups = splits.test_groups
-    feats = feature_net(resolved, splits.background, p.features, dev, progress=progress)
+    background = splits.background if not base.data.mirrors else \
+        load_splits(feature_data(base.data), base.split, data_dir, concepts).background
+    feats = feature_net(resolved, background, p.features, dev, progress=progress)
     out = Path(out_dir)
     report: dict[str, Any] = {
         "preset": name, "description": p.description, "settings": p.model_dump(exclude={"methods"}),
@@ -356,6 +411,8 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
         "fidelity_classifier": {}, "methods": {}, "reference": {},
     }
     runs: dict[str, list[dict[int, _PerK]]] = {m: [] for m in chosen}
+    classified: dict[str, list[dict[str, list[float] | None]]] = {m: [] for m in chosen}
+    pixel_nn: list[dict[str, list[float] | None]] = []
     trained: dict[str, list[Trained]] = {m: [] for m in chosen}
     reference: list[dict[int, _PerK]] = []
     grid_support = None
@@ -369,6 +426,9 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
         real_f = feats.net.features(tasks.query.flatten(0, 1)).view(len(tasks), p.queries, -1)
         support_f = feats.net.features(tasks.support.flatten(0, 1)).view(len(tasks), max(p.shots), -1)
         reference.append(score_reference(tasks, p, clf, real_f, support_f, seed))
+        episodes = {label(n, k): classification_episodes(splits.held_out, n, k, p.classify_queries,
+                                                         p.classify_episodes, seed).to(dev) for n, k in p.classify}
+        pixel_nn.append({name: episode_errors(pixel_nn_score, eps) for name, eps in episodes.items()})
         grid_k = min(p.grid_shots, max(p.shots))
         if grid_support is None:
             grid_support = tasks.support[: p.grid_rows, :grid_k].cpu()
@@ -389,17 +449,20 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
                 if progress:
                     print(f"bench {m} seed {seed}: scores reused from {saved} (delete it to score again)")
                 runs[m].append(reused[0])
-                reused_seconds += reused[1]
+                classified[m].append(reused[1])
+                reused_seconds += reused[2]
                 report["methods"].setdefault(m, {"samples_png": png.name})
-                report["methods"][m].setdefault("eval_seconds", []).append(reused[1])
+                report["methods"][m].setdefault("eval_seconds", []).append(reused[2])
                 continue
-            bar = tqdm(total=len(p.shots) * len(tasks), desc=f"bench {m} seed {seed}", unit="task",
-                       disable=not progress, dynamic_ncols=True)
+            bar = tqdm(total=len(p.shots) * len(tasks) + len(episodes) * p.classify_episodes,
+                       desc=f"bench {m} seed {seed}", unit="task", disable=not progress, dynamic_ncols=True)
             t0 = time.perf_counter()
             with torch.no_grad():
                 scores, grid = score_method(tr.learner, tasks, p, feats.net, clf, real_f, support_f, seed, dev, bar)
+                errors = classify_method(tr.learner, episodes, p.classify_iw_samples, seed, bar)
             bar.close()
             runs[m].append(scores)
+            classified[m].append(errors)
             if seed == seeds[0]:
                 save_png(task_grid(grid_support, grid), png)
             report["methods"].setdefault(m, {"samples_png": png.name})
@@ -407,16 +470,17 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
             report["methods"][m].setdefault("eval_seconds", []).append(seconds)
             saved.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(saved, json.dumps({"fingerprint": fingerprint, "seconds": seconds, "scores": {
-                str(k): asdict(v) for k, v in scores.items()}}) + "\n")
+                str(k): asdict(v) for k, v in scores.items()}, "classify": errors}) + "\n")
     for m in chosen:
         report["methods"][m].update({
             "config": p.methods[m].config, "checkpoint": p.methods[m].checkpoint,
             "learner": configs[m][seeds[0]].learner.name,
             "generator": configs[m][seeds[0]].generator.name if type(trained[m][0].learner).uses_generator else "—",
             "train_steps": [t.steps for t in trained[m]], "train_seconds": [t.seconds for t in trained[m]],
-            "shots": _summarise(runs[m], p.shots),
+            "shots": _summarise(runs[m], p.shots), "classify": _summarise_classify(classified[m]),
         })
     report["reference"] = _summarise(reference, p.shots)
+    report["classify_reference"] = {PIXEL_NN: _summarise_classify(pixel_nn)}
     # wall time of this invocation plus the scoring time of earlier ones whose scores it reused
     report["seconds"] = time.perf_counter() - t_start + reused_seconds
     report["plots"] = {"nll": nll_vs_shots(report, out / "nll_vs_shots.png").name,
@@ -473,6 +537,13 @@ def markdown_report(report: dict[str, Any], out_dir: Path | None = None) -> str:
                      _fmt(row.get("diversity"))]
             cells += ["—", "—"] if name == reference[0] else [f"{row['adapt_ms']:.1f}", f"{row['peak_mib']:.1f}"]
             lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
+    if s.get("classify"):
+        table = {**report["classify_reference"], **{n: m["classify"] for n, m in report["methods"].items()}}
+        lines += ["", f"Few-shot classification by likelihood: {s['classify_episodes']} episodes per setting "
+                  f"and seed drawn from the held-out concepts, {s['classify_queries']} query per concept; each "
+                  "query goes to the support set under which its log-likelihood is highest (VAE bounds with k = "
+                  f"{s['classify_iw_samples']}); error, mean ± 95% CI across episodes. The first row assigns it "
+                  "to the support image nearest in pixel space.", "", *classify_table(table)]
     lines.append("")
     lines.append("| method | learner | generator | training steps | training min |")
     lines.append("|---|---|---|---:|---:|")

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tasks", type=int, default=None, help="evaluate on at most this many held-out concepts")
     p.add_argument("--episodes", type=int, default=None,
                    help="tasks per held-out concept, each an independent support/query draw (default: eval.episodes)")
+    p.add_argument("--classify", type=int, nargs="+", default=None, metavar="N",
+                   help="also score N-way few-shot classification by likelihood (e.g. --classify 5 20)")
+    p.add_argument("--classify-shots", type=int, default=None, metavar="K", help="shots of those episodes (default 1)")
+    p.add_argument("--classify-episodes", type=int, default=None, metavar="E",
+                   help="episodes per N-way setting (default: eval.classify_episodes, 100)")
     p.add_argument("--no-copy", action="store_true", help="leave out the copy-the-support baseline")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="learner.KEY=VALUE",
                    help="change how learners adapt, e.g. --set learner.eval_inner_steps=1 (repeatable; "
@@ -232,9 +237,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = args.out or str(checkpoint_path(args.checkpoint[0]).parent / "eval")
     report = evaluate(args.checkpoint, out, shots=args.shots, iw_samples=args.iw_samples, max_tasks=args.max_tasks,
-                      episodes=args.episodes,
-                      include_copy=not args.no_copy, data_dir=args.data_dir, device=args.device or "cpu",
-                      progress=not args.quiet, overrides=args.overrides)
+                      episodes=args.episodes, classify=args.classify, classify_shots=args.classify_shots,
+                      classify_episodes=args.classify_episodes, include_copy=not args.no_copy,
+                      data_dir=args.data_dir, device=args.device or "cpu", progress=not args.quiet,
+                      overrides=args.overrides)
     print(markdown_table(report))
     print(f"\nreport: {Path(out) / 'report.json'}")
     return 0
@@ -260,11 +266,11 @@ def cmd_features(args: argparse.Namespace) -> int:
     from metagen.bench import load_preset
     from metagen.config import load_config
     from metagen.data import load_splits
-    from metagen.metrics.features import FeatureConfig, feature_net
+    from metagen.metrics.features import FeatureConfig, feature_data, feature_net
     from metagen.train import resolve_device
 
     config = load_config(args.config)
-    splits = load_splits(config.data, config.split, args.data_dir)
+    splits = load_splits(feature_data(config.data), config.split, args.data_dir)
     config.split.test_groups = splits.test_groups
     cfg = load_preset(args.bench)[1].features if args.bench else FeatureConfig()
     trained = feature_net(config, splits.background, cfg, resolve_device(args.device or "cpu"), force=args.force,

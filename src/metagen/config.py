@@ -39,6 +39,9 @@ class DataConfig(Strict):
     # Omniglot: add the 90/180/270-degree rotations of each *background* character as new concepts
     # (Santoro et al. 2016). Held-out concepts are never rotated.
     rotations: bool = False
+    # Add the left-right mirror image of every background character (and, with rotations, of each rotation)
+    # as a new concept: with rotations, the 8 symmetries of the square. Held-out characters are never mirrored.
+    mirrors: bool = False
     examples_per_concept: int = Field(20, ge=2, le=200)  # glyphs only: renders per character
     # fortunes (text): tokens per text, its two boundary marks included; longer entries are left out.
     max_len: int = Field(256, ge=8, le=4096)
@@ -49,8 +52,8 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _text_only(self) -> DataConfig:
-        if self.source == "fortunes" and self.rotations:
-            raise ValueError("data.rotations applies to images; set it to false for text")
+        if self.source == "fortunes" and (self.rotations or self.mirrors):
+            raise ValueError("data.rotations and data.mirrors apply to images; set them to false for text")
         return self
 
 
@@ -146,6 +149,20 @@ class EvalConfig(Strict):
     max_tasks: int | None = Field(None, ge=1)  # None: every held-out concept
     episodes: int = Field(1, ge=1)  # tasks per concept (independent support/query draws)
     seed: int = 0
+    # Few-shot classification by likelihood (metagen.metrics.classify): N of the N-way episodes to score
+    # (empty: none), their shots, queries per concept, how many episodes, and the VAE bound's samples there.
+    classify: list[int] = Field(default_factory=list)
+    classify_shots: int = Field(1, ge=1)
+    classify_queries: int = Field(1, ge=1)
+    classify_episodes: int = Field(100, ge=1)
+    classify_iw_samples: int = Field(20, ge=1)
+
+    @field_validator("classify")
+    @classmethod
+    def _ways(cls, v: list[int]) -> list[int]:
+        if any(n < 2 for n in v):
+            raise ValueError("N-way classification needs N >= 2")
+        return sorted(set(v))
 
     @field_validator("shots")
     @classmethod

@@ -55,6 +55,16 @@ def test_rotations_augment_only_background():
     assert (splits.background.examples[i] == torch.rot90(plain.background.examples[0], 1, (-2, -1))).all()
 
 
+def test_mirrors_with_rotations_give_the_eight_symmetries_of_background_characters_only():
+    splits = load_splits(DataConfig(source="glyphs", rotations=True, mirrors=True), SplitConfig(test_groups=["greek"]))
+    plain = load_splits(DataConfig(source="glyphs"), SplitConfig(test_groups=["greek"]))
+    assert len(splits.background) == 8 * len(plain.background)
+    assert splits.held_out.names == plain.held_out.names
+    first = plain.background.examples[0]
+    i = splits.background.names.index(plain.background.names[0] + "@rot90@mirror")
+    assert (splits.background.examples[i] == torch.flip(torch.rot90(first, 1, (-2, -1)), (-1,))).all()
+
+
 def test_validation_concepts_come_from_background_groups_only():
     splits = load_splits(DataConfig(source="glyphs", rotations=True),
                          SplitConfig(test_groups=["greek"], val_fraction=0.1))

@@ -62,6 +62,8 @@ def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None =
     background, validation = split_concepts(background, split_cfg.val_fraction, split_cfg.seed)
     if data.rotations:
         background = background.with_rotations()
+    if data.mirrors:
+        background = background.with_mirrors()
     vocab = None
     if data.source == "fortunes" and data.vocab is not None:  # a trained model's vocabulary
         vocab = CharVocab(data.vocab)

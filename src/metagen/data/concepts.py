@@ -64,6 +64,12 @@ class ConceptSet:
             groups += self.groups
         return ConceptSet(examples, names, groups, dict(self.group_origin))
 
+    def with_mirrors(self) -> ConceptSet:
+        """Add the left-right mirror image of every concept as a new concept of the same group."""
+        return ConceptSet([*self.examples, *(torch.flip(e, dims=(-1,)) for e in self.examples)],
+                          [*self.names, *(f"{n}@mirror" for n in self.names)], [*self.groups, *self.groups],
+                          dict(self.group_origin))
+
 
 def resolve_test_groups(concepts: ConceptSet, test_groups: int | list[str] | str, seed: int) -> list[str]:
     """The held-out group names: a seeded draw of `test_groups` groups, the named ones, or "official"."""

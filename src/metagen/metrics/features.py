@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metagen.checkpoint import atomic_write, atomic_write_text
-from metagen.config import Config, Strict
+from metagen.config import Config, DataConfig, Strict
 from metagen.data.concepts import ConceptSet
 from metagen.data.episodes import Tasks
 from metagen.data.glyphs import cache_dir
@@ -150,9 +150,15 @@ class TrainedFeatures:
     info: dict[str, Any]  # what it was trained on, its held-out accuracy, its training time
 
 
+def feature_data(data: DataConfig) -> DataConfig:
+    """The data settings the feature network is trained with: a method's mirrored training concepts
+    (`data.mirrors`) do not change it, so the methods of one split are scored in one feature space."""
+    return data.model_copy(update={"mirrors": False})
+
+
 def features_key(config: Config, cfg: FeatureConfig) -> str:
     """Hash of everything the feature network depends on."""
-    data = config.data.model_dump(exclude={"data_dir"})
+    data = feature_data(config.data).model_dump(exclude={"data_dir", "mirrors"})
     payload = {"version": FEATURES_VERSION, "data": data, "split": config.split.model_dump(),
                "features": cfg.model_dump()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
