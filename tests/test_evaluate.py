@@ -1,7 +1,9 @@
 import math
 
+import pytest
 import torch
 
+from conftest import tiny_config
 from metagen.data.episodes import Tasks
 from metagen.evaluate import markdown_table, nll_curve, sample_tasks
 from metagen.meta.base import Adapted
@@ -86,3 +88,21 @@ def test_zero_shots_score_the_unadapted_model_or_say_why_not(tiny):
     report = {"shots": [0, 1], "iw_samples": 2, "methods": {"copy": {"nll": {str(k): curve[k] for k in (0, 1)}}},
               "data": {"source": "s", "held_out_groups": ["g"], "n_tasks": 2, "queries_per_task": 2}}
     assert "| copy | n/a (needs a support example) |" in markdown_table(report)
+
+
+def test_checkpoints_of_one_split_evaluate_together_whatever_their_background_augmentation(tmp_path):
+    from metagen.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from metagen.errors import CheckpointError
+    from metagen.evaluate import load_methods
+    from metagen.meta import build_learner
+
+    runs = {"plain": {}, "mirrored": {"data": {"mirrors": True, "rotations": True}},
+            "other-split": {"split": {"seed": 3}}}
+    for name, extra in runs.items():
+        cfg = tiny_config(**extra)
+        (tmp_path / name).mkdir()
+        save_checkpoint(tmp_path / name / CHECKPOINT_NAME, cfg, 1, build_learner(cfg, (1, 28, 28)))
+    _, methods = load_methods([tmp_path / "plain", tmp_path / "mirrored"], "cpu")
+    assert len(methods) == 2  # mirrors and rotations only add background concepts: same held-out tasks
+    with pytest.raises(CheckpointError, match="different data or split"):
+        load_methods([tmp_path / "plain", tmp_path / "other-split"], "cpu")

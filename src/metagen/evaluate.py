@@ -136,6 +136,11 @@ def _with_adapt_settings(learner: MetaLearner, overrides: dict[str, Any]) -> lis
     return [f"{k}={v}" for k, v in mine.items()]
 
 
+def _held_out_data(config: Config) -> dict[str, Any]:
+    """The data settings that decide the held-out tasks (rotations and mirrors only add background concepts)."""
+    return config.data.model_dump(exclude={"rotations", "mirrors"})
+
+
 def load_methods(checkpoints: list[str | Path], device: torch.device | str,
                  overrides: dict[str, Any] | None = None) -> tuple[Config, list[Method]]:
     """Learners from checkpoints, which must share their data and split; `overrides` change how they adapt."""
@@ -148,7 +153,7 @@ def load_methods(checkpoints: list[str | Path], device: torch.device | str,
         applied |= {c.split("=")[0] for c in changed}
         if config is None:
             config = ckpt.config
-        elif (ckpt.config.data, ckpt.config.split) != (config.data, config.split):
+        elif (_held_out_data(ckpt.config), ckpt.config.split) != (_held_out_data(config), config.split):
             raise CheckpointError(f"'{ckpt.path}' was trained on different data or split than '{methods[0].source}'; "
                                   "evaluate checkpoints of one split together")
         name = ckpt.config.learner.name
