@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
@@ -83,19 +84,22 @@ def save_checkpoint(path: Path, config: Config, step: int, model: torch.nn.Modul
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def checkpoint_path(path: str | Path) -> Path:
+def checkpoint_path(path: str | Path, which: Literal["auto", "best", "latest"] = "auto") -> Path:
     """A run folder or a checkpoint file -> the checkpoint file; a folder means its best checkpoint when
-    validation picked one, else its latest."""
+    validation picked one, else its latest (`which` = "best" or "latest" picks one)."""
     path = Path(path)
+    if which not in ("auto", "best", "latest"):
+        raise CheckpointError(f"which must be 'auto', 'best' or 'latest', not {which!r}")
     if path.is_dir():
-        path = path / BEST_NAME if (path / BEST_NAME).is_file() else path / CHECKPOINT_NAME
+        best = which != "latest" and ((path / BEST_NAME).is_file() or which == "best")
+        path = path / BEST_NAME if best else path / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at '{path}'; give a run folder or its {CHECKPOINT_NAME}")
     return path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    path = checkpoint_path(path)
+def load_checkpoint(path: str | Path, which: Literal["auto", "best", "latest"] = "auto") -> Checkpoint:
+    path = checkpoint_path(path, which)
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open
@@ -128,6 +132,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                       best, best_step)
 
 
+def _step(path: Path) -> str:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("step", "?")
+    except (SafetensorError, OSError):  # a damaged latest checkpoint only costs the message its number
+        return "?"
+
+
 def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
     """Load weights, turning a key or shape mismatch into a one-line error."""
     own = model.state_dict()
@@ -142,11 +156,20 @@ def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
     model.load_state_dict(ckpt.model)
 
 
-def load_learner(path: str | Path, device: torch.device | str = "cpu") -> tuple[Any, Checkpoint]:
-    """Rebuild the learner a checkpoint was trained as, with its weights, in eval mode."""
+def load_learner(path: str | Path, device: torch.device | str = "cpu",
+                 which: Literal["auto", "best", "latest"] = "auto", verbose: bool = True) -> tuple[Any, Checkpoint]:
+    """Rebuild the learner a checkpoint was trained as, with its weights, in eval mode.
+
+    A run folder means its best checkpoint (lowest validation loss) if it has one, else the latest; `which`
+    chooses. With `verbose`, says on stderr which file of a folder holding both it loaded.
+    """
     from metagen.meta import build_learner
 
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, which)
+    latest = Path(path) / CHECKPOINT_NAME
+    if verbose and which == "auto" and ckpt.path.name == BEST_NAME and latest.is_file():
+        print(f"metagen: loaded {ckpt.path} (step {ckpt.step}, the best validation loss); the latest is "
+              f"step {_step(latest)}: load_learner(..., which='latest') or pass the file", file=sys.stderr)
     learner = build_learner(ckpt.config, ckpt.example_shape)
     load_model_state(learner, ckpt)
     return learner.to(device).eval(), ckpt

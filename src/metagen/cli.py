@@ -152,7 +152,7 @@ def _positive(value: int, flag: str) -> None:
 def cmd_adapt(args: argparse.Namespace) -> int:
     import torch
 
-    from metagen.data import LAYOUTS, load_support
+    from metagen.data import load_support
     from metagen.viz import adapt_grid, save_each, save_png
 
     _positive(args.n, "--n")
@@ -160,7 +160,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     data = ckpt.config.data
     if data.source == "fortunes":
         raise MetagenError(f"'{ckpt.path}' is a text model; adapt it to texts with `metagen write`")
-    support = load_support(args.support, data.image_size, LAYOUTS[data.source]).to(device)  # [K, 1, H, W]
+    support = load_support(args.support, like=ckpt).to(device)  # [K, 1, H, W]
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
         samples = learner.adapt(support).sample(args.n, generator=g)  # [n, 1, H, W]

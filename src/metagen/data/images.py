@@ -9,7 +9,7 @@ Two layouts, chosen by the dataset a model was trained on:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -82,8 +82,34 @@ def load_image(path: str | Path, size: int, layout: Layout) -> torch.Tensor:
     return torch.from_numpy(arr).float().unsqueeze(0)
 
 
-def load_support(paths: list[str | Path], size: int, layout: Layout) -> torch.Tensor:
-    """Read a support set of image files -> float32 [K, 1, size, size]."""
+def load_support(paths: list[str | Path], size: int | None = None, layout: Layout | None = None, *,
+                 like: Any = None) -> torch.Tensor:
+    """Read a support set of image files -> float32 [K, 1, size, size].
+
+    `like` (a `Checkpoint` or `Config`) supplies the preprocessing the model was trained with: its image size
+    and layout. Giving `size`/`layout` as well is allowed only if they agree; a model scored on images
+    preprocessed another way (e.g. "fit" for an Omniglot model trained on "resize") loses tens of nats per image.
+    """
+    if like is not None:
+        want_size, want_layout = preprocessing(like)
+        if size is not None and size != want_size:
+            raise DataError(f"this model was trained on {want_size}x{want_size} images, not {size}; drop size=")
+        if layout is not None and layout != want_layout:
+            raise DataError(f"this model was trained on layout='{want_layout}' images, not '{layout}'; drop layout=")
+        size, layout = want_size, want_layout
+    if size is None or layout is None:
+        raise DataError("give like=checkpoint (the model's own preprocessing) or both size= and layout=")
     if not paths:
         raise DataError("the support set is empty; give at least one image with --support")
     return torch.stack([load_image(p, size, layout) for p in paths])
+
+
+def preprocessing(like: Any) -> tuple[int, Layout]:
+    """(image size, layout) a `Checkpoint` or `Config` was trained with."""
+    from metagen.data import LAYOUTS
+
+    config = getattr(like, "config", like)
+    data = getattr(config, "data", None)
+    if data is None or not hasattr(data, "image_size"):
+        raise DataError(f"like= must be a metagen Checkpoint or Config, not {type(like).__name__}")
+    return data.image_size, LAYOUTS[data.source]

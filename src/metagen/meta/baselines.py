@@ -101,5 +101,6 @@ class CopyAdapted(Adapted):
         idx = torch.randint(len(self.support), (n,), generator=generator, device=self.support.device)
         return self.support[idx]
 
-    def log_prob(self, x: torch.Tensor, iw_samples: int = 1000) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, iw_samples: int = 1000,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         return copy_log_prob(x, self.support, self.flip_logit, self.example_dims)

@@ -58,6 +58,7 @@ class SetEncoder(nn.Module):
 @LEARNERS.register("context")
 class SetConditioned(MetaLearner):
     Config = ContextConfig
+    stochastic_prior = True
 
     def __init__(self, cfg: ContextConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         super().__init__(cfg, generator_cfg, example_shape)

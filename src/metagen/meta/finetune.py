@@ -16,7 +16,7 @@ from pydantic import Field
 
 from metagen.config import GeneratorConfig, LearnerConfig
 from metagen.data.episodes import Tasks
-from metagen.errors import ConfigError
+from metagen.errors import ConfigError, DataError
 from metagen.generators.base import Generator
 from metagen.meta.base import Adapted, GeneratorAdapted, MetaLearner
 from metagen.meta.baselines import Unconditional
@@ -80,3 +80,8 @@ class Scratch(FineTune):
 
     def prior(self, generator: torch.Generator | None = None) -> Adapted:
         return MetaLearner.prior(self, generator)  # an untrained generator is no concept: a one-line error
+
+    def marginal_log_prob(self, x: torch.Tensor, iw_samples: int = 1000, concepts: int = 100,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        raise DataError("learner 'scratch' is an untrained generator until it sees a support set, so it has no "
+                        "log p(x) without one; score x with adapt(support).log_prob(x)")

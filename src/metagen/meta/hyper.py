@@ -73,6 +73,7 @@ class WeightHead(nn.Module):
 @LEARNERS.register("hyper")
 class HyperNetwork(MetaLearner):
     Config = HyperConfig
+    stochastic_prior = True
 
     def __init__(self, cfg: HyperConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         super().__init__(cfg, generator_cfg, example_shape)
