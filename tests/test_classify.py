@@ -12,6 +12,7 @@ from metagen.metrics.classify import (
     classification_episodes,
     episode_errors,
     likelihood_errors,
+    markdown_table,
     pixel_nn_score,
     summarise,
 )
@@ -94,6 +95,16 @@ def test_models_without_likelihood_are_not_applicable_and_diverged_ones_are_flag
     assert summarise(nan)["diverged"] == 4
     mean = summarise([0.0, 0.5, 1.0])
     assert mean["mean"] == pytest.approx(0.5) and mean["ci95"] > 0 and mean["n"] == 3
+
+
+def test_table_says_not_run_for_methods_left_out_and_na_for_models_without_likelihood():
+    """A bench method with classify = false has no entry per setting; a GAN has a None mean."""
+    ref = {"5-way 1-shot": summarise([0.5, 0.5]), "20-way 1-shot": summarise([0.8, 0.9])}
+    lines = markdown_table({"pixel nearest neighbour": ref, "scratch": {}, "gan": {s: summarise(None) for s in ref}})
+    assert lines[0] == "| method | 5-way 1-shot error (%) | 20-way 1-shot error (%) |"
+    assert lines[2].startswith("| pixel nearest neighbour | 50.0 ± 0.0 | 85.0 ± ")
+    assert lines[3] == "| scratch | not run | not run |"
+    assert lines[4] == "| gan | n/a (no likelihood) | n/a (no likelihood) |"
 
 
 @pytest.mark.parametrize(("ways", "shots", "match"), [(13, 1, "13 held-out concepts"), (1, 1, "at least 2 ways"),

@@ -71,6 +71,9 @@ class BenchMethod(Strict):
     steps: int | None = Field(None, ge=1)  # train.steps; None: the config's own
     set: list[str] = Field(default_factory=list)  # further `section.key=value` overrides
     checkpoint: str | None = None  # a run folder trained elsewhere (`metagen train`); the same for every seed
+    # False: leave the method out of classification by likelihood (for learners whose every adaptation is a
+    # training run, e.g. scratch: 100 steps for each of the 2500 support sets of the default settings)
+    classify: bool = True
 
     @model_validator(mode="after")
     def _one_source(self) -> BenchMethod:
@@ -454,12 +457,13 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
                 report["methods"].setdefault(m, {"samples_png": png.name})
                 report["methods"][m].setdefault("eval_seconds", []).append(reused[2])
                 continue
-            bar = tqdm(total=len(p.shots) * len(tasks) + len(episodes) * p.classify_episodes,
+            method_episodes = episodes if p.methods[m].classify else {}
+            bar = tqdm(total=len(p.shots) * len(tasks) + len(method_episodes) * p.classify_episodes,
                        desc=f"bench {m} seed {seed}", unit="task", disable=not progress, dynamic_ncols=True)
             t0 = time.perf_counter()
             with torch.no_grad():
                 scores, grid = score_method(tr.learner, tasks, p, feats.net, clf, real_f, support_f, seed, dev, bar)
-                errors = classify_method(tr.learner, episodes, p.classify_iw_samples, seed, bar)
+                errors = classify_method(tr.learner, method_episodes, p.classify_iw_samples, seed, bar)
             bar.close()
             runs[m].append(scores)
             classified[m].append(errors)

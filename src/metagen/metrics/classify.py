@@ -150,11 +150,13 @@ def markdown_table(table: dict[str, dict[str, dict]]) -> list[str]:
     settings = list(next(iter(table.values())))
     lines = ["| method | " + " | ".join(f"{s} error (%)" for s in settings) + " |", "|---|" + "---:|" * len(settings)]
     for name, row in table.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(row[s]) for s in settings) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(s)) for s in settings) + " |")
     return lines
 
 
-def _cell(c: dict) -> str:
+def _cell(c: dict | None) -> str:
+    if c is None:
+        return "not run"
     if c["mean"] is None:
         return "n/a (no likelihood)"
     if c.get("diverged"):
