@@ -108,3 +108,5 @@ def test_load_learner_says_which_checkpoint_of_a_run_it_loaded(tmp_path, capsys)
     assert load_learner(tmp_path / CHECKPOINT_NAME)[1].step == 10
     with pytest.raises(CheckpointError, match="which"):
         load_learner(tmp_path, which="newest")
+    save_checkpoint(tmp_path / BEST_NAME, cfg, 10, learner)  # the best is the latest: nothing to choose
+    assert load_learner(tmp_path)[1].step == 10 and capsys.readouterr().err == ""

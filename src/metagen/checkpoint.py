@@ -167,7 +167,9 @@ def load_learner(path: str | Path, device: torch.device | str = "cpu",
 
     ckpt = load_checkpoint(path, which)
     latest = Path(path) / CHECKPOINT_NAME
-    if verbose and which == "auto" and ckpt.path.name == BEST_NAME and latest.is_file():
+    # said only when it matters: the run's latest step is not its best one
+    if verbose and which == "auto" and ckpt.path.name == BEST_NAME and latest.is_file() and \
+            _step(latest) != str(ckpt.step):
         print(f"metagen: loaded {ckpt.path} (step {ckpt.step}, the best validation loss); the latest is "
               f"step {_step(latest)}: load_learner(..., which='latest') or pass the file", file=sys.stderr)
     learner = build_learner(ckpt.config, ckpt.example_shape)
