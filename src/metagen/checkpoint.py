@@ -3,7 +3,9 @@
 Tensors: `model.*` (the learner's state dict), `optim.<param index>.<key>` (optimizer state),
 `rng.torch` (the CPU generator state). Metadata (strings): the format tag, the full config as JSON, the
 step, the optimizer's param groups and the episode sampler's RNG state. Files are written to a
-temporary name in the same folder and renamed over the old one, so a crash never leaves a torn file.
+temporary name in the same folder and renamed over the old one, so a crash never leaves a torn file; the
+latest checkpoint's predecessor is kept as `checkpoint.prev.safetensors`, a fallback should the latest be
+damaged later (a bad disk, a copy cut short).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from metagen.errors import CheckpointError, ConfigError
 FORMAT = "metagen-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the latest state of a run: what --resume continues
 BEST_NAME = "best.safetensors"  # the weights with the best validation loss, when validation is on
+PREVIOUS_NAME = "checkpoint.prev.safetensors"  # the checkpoint before the latest one
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -43,6 +46,27 @@ def atomic_write(path: Path, write: Any) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (`.<name>.<random>.tmp`); returns them."""
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
+
+
+def _keep_previous(path: Path) -> None:
+    """Hard-link the current `path` as its predecessor (atomic: a temporary link renamed into place)."""
+    if not path.is_file():
+        return
+    tmp = path.parent / f".{PREVIOUS_NAME}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # a file system without hard links: no fallback copy, the latest is still atomic
+        return
+    os.replace(tmp, path.parent / PREVIOUS_NAME)
 
 
 @dataclass
@@ -81,7 +105,15 @@ def save_checkpoint(path: Path, config: Config, step: int, model: torch.nn.Modul
         meta["best_val"] = repr(best_val)
     if best_step is not None:
         meta["best_step"] = str(best_step)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    try:
+        if path.name == CHECKPOINT_NAME:
+            _keep_previous(path)
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    except (OSError, SafetensorError) as e:
+        why = str(e).split("I/O error: ")[-1]  # safetensors wraps the OS message
+        then = "; the previous one is untouched: free disk space, then rerun with --resume" if path.is_file() \
+            else "; free disk space or choose another --out, then rerun"
+        raise CheckpointError(f"could not write checkpoint '{path}' ({why}){then}") from None
 
 
 def checkpoint_path(path: str | Path, which: Literal["auto", "best", "latest"] = "auto") -> Path:

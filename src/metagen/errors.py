@@ -23,3 +23,8 @@ class CheckpointError(MetagenError):
 
 class TrainingDiverged(MetagenError):
     """The loss became NaN or infinite; the last good state was kept."""
+
+
+def one_line(message: str) -> str:
+    """Escape newlines and other control characters (they can come from user input quoted in a message)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

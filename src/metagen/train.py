@@ -15,9 +15,11 @@ from tqdm.auto import tqdm
 from metagen.checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
+    PREVIOUS_NAME,
     atomic_write_text,
     load_checkpoint,
     load_model_state,
+    remove_stale_temporaries,
     save_checkpoint,
 )
 from metagen.config import Config
@@ -113,7 +115,14 @@ class Trainer:
         if self.checkpoint_file is None or not self.checkpoint_file.is_file():
             raise CheckpointError(f"nothing to resume: no {CHECKPOINT_NAME} in '{self.run_dir}'; "
                                   "drop --resume to start a new run")
-        ckpt = load_checkpoint(self.checkpoint_file)
+        try:
+            ckpt = load_checkpoint(self.checkpoint_file)
+        except CheckpointError as e:
+            previous = self.run_dir / PREVIOUS_NAME
+            if previous.is_file():
+                raise CheckpointError(f"{e}; the checkpoint before it, '{previous}', is kept: copy it over "
+                                      f"'{CHECKPOINT_NAME}' to resume from there") from None
+            raise
         old, new = ckpt.config.to_dict(), self.config.to_dict()
         for section in MODEL_SECTIONS:
             if old[section] != new[section]:
@@ -141,6 +150,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config.train
         if self.run_dir is not None:
+            if self.writes:
+                remove_stale_temporaries(self.run_dir)  # left by a run killed while writing
             if resume:
                 self.restore()
             elif self.checkpoint_file.is_file():
@@ -254,6 +265,13 @@ class _Logs:
 
         path = run_dir / "log.csv"
         fresh = not path.exists() or step == 0
+        if not fresh:  # a killed run may have logged steps past its checkpoint: they are redone, so dropped
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
         self.file = path.open("w" if fresh else "a", newline="")
         self.csv = csv.DictWriter(self.file, LOG_FIELDS)
         if fresh:

@@ -8,12 +8,14 @@ Two layouts, chosen by the dataset a model was trained on:
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from metagen.errors import DataError
 
@@ -65,20 +67,40 @@ def binarize(img: Image.Image, size: int, layout: Layout) -> np.ndarray:
     return (small > THRESHOLD).astype(np.uint8)
 
 
-def load_image(path: str | Path, size: int, layout: Layout) -> torch.Tensor:
-    """Read one image file of any size and format -> float32 [1, size, size] in {0, 1}."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image '{path}' not found")
+MAX_PIXELS = 6000 * 6000  # larger images are refused before decoding (decompression bombs)
+
+
+def load_image(source: str | Path | bytes, size: int, layout: Layout, name: str | None = None) -> torch.Tensor:
+    """Read one image (a file, or its bytes as uploaded) of any size and format -> float32 [1, size, size] in {0, 1}.
+
+    `name` labels bytes in error messages. Anything that does not decode to an image with ink is a `DataError`.
+    """
+    if isinstance(source, bytes):
+        label, fp = name or "upload", io.BytesIO(source)
+    else:
+        label = fp = str(source)
+        if not Path(source).is_file():
+            raise DataError(f"image '{label}' not found")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # Pillow's bomb warning: MAX_PIXELS below is the limit that counts
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+        with im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise DataError(f"image '{label}' is {w}x{h} pixels, more than this reader takes "
+                                f"({MAX_PIXELS // 1_000_000} megapixels); scale it down first")
             im.load()
-            im = ImageOps.exif_transpose(im)
-            arr = binarize(im, size, layout)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"cannot read image '{path}' ({e.__class__.__name__}); give a PNG, JPEG, BMP or GIF") from None
+            arr = binarize(ImageOps.exif_transpose(im), size, layout)
+    except DataError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own, far larger limit
+        raise DataError(f"image '{label}' has more pixels than this reader takes ({MAX_PIXELS // 1_000_000} "
+                        "megapixels); scale it down first") from None
+    except Exception as e:  # Pillow's decoders raise many types on damaged files
+        raise DataError(f"cannot read image '{label}' ({e.__class__.__name__}); give a PNG, JPEG, BMP or GIF") from None
     if arr.sum() == 0:
-        raise DataError(f"image '{path}' has no ink after binarization; use dark strokes on a light background")
+        raise DataError(f"image '{label}' has no ink after binarization; use dark strokes on a light background")
     return torch.from_numpy(arr).float().unsqueeze(0)
 
 
