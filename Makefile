@@ -9,12 +9,12 @@ TORCH_SPEC ?= torch==2.13.0
 SHARED_DATA := $(abspath ../shared/data)
 export METAGEN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/omniglot),$(SHARED_DATA))
 
-.PHONY: setup setup-text demo test test-slow lint clean
+.PHONY: setup setup-text setup-browser demo serve test test-slow lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,serve]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -24,10 +24,28 @@ setup-text: setup
 	@test -f /usr/share/games/fortunes/tang300 -a -f /usr/share/games/fortunes/literature || \
 		(apt-get install -y fortunes fortunes-zh || sudo apt-get install -y fortunes fortunes-zh)
 
+# The browser test (tests/test_browser.py): Playwright, driving Debian's Chromium (no download from
+# Playwright's CDN). Where neither can be installed the test is skipped and says so.
+$(VENV)/.browser: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,serve,browser]'
+	touch $@
+
+setup-browser: $(VENV)/.browser
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		apt-get install -y -q chromium >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
+		sudo apt-get install -y -q chromium >/dev/null 2>&1 || \
+		echo "make: no Chromium could be installed; tests/test_browser.py will be skipped"
+
 demo: setup
 	$(BIN)/metagen demo --out runs/demo
 
+# The web app over runs/ (make demo first): http://127.0.0.1:8000/
+serve: setup
+	$(BIN)/metagen serve
+
 test: setup
+	-@$(MAKE) --no-print-directory setup-browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

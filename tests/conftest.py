@@ -89,3 +89,28 @@ def fake_omniglot(tmp_path: Path) -> Path:
 def binary_batch() -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.bernoulli(torch.full((6, 1, 28, 28), 0.2), generator=g)
+
+
+SERVE_TINY = ["--set", "generator.latent_dim=4", "--set", "generator.channels=4", "--set", "generator.hidden=16",
+              "--set", "learner.context_dim=4", "--set", "learner.hidden=16", "--set", "learner.channels=4",
+              "--set", "train.meta_batch=4", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs/ folder for `metagen serve`: demo/spatial (an image model trained 3 steps), text/lstm (an
+    untrained text model) and broken/ (a damaged checkpoint, which the server must leave out)."""
+    from metagen.checkpoint import save_checkpoint
+    from metagen.cli import main
+    from metagen.meta import build_learner
+
+    root = tmp_path_factory.mktemp("serve") / "runs"
+    assert main(["train", "--config", "glyphs", "--out", str(root / "demo" / "spatial"), "--steps", "3",
+                 *SERVE_TINY]) == 0
+    cfg = from_dict({"data": {"source": "fortunes", "vocab": "abcdefgh ", "max_len": 24},
+                     "generator": {"name": "lstm", "embed_dim": 8, "hidden": 16, "vocab_size": 12},
+                     "learner": {"name": "context", "context_dim": 4, "hidden": 16}})
+    save_checkpoint(root / "text" / "lstm" / "checkpoint.safetensors", cfg, 0, build_learner(cfg, (24,)))
+    (root / "broken").mkdir()
+    (root / "broken" / "checkpoint.safetensors").write_bytes(b"junk")
+    return root

@@ -1,4 +1,4 @@
-"""Command line: metagen train | adapt | write | sample | eval | bench | features train | demo | presets."""
+"""Command line: metagen train | adapt | write | sample | eval | bench | features train | demo | serve | presets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from metagen.errors import MetagenError
+from metagen.errors import MetagenError, one_line
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="shorthand for --set train.seed=N")
     p.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
     _add_common(p)
+
+    p = sub.add_parser("serve", help="a local web app: upload or draw a few examples, get samples back")
+    p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
+                   help="folders whose run folders (at any depth up to 4) the app may load (default: runs)")
+    p.add_argument("--run", default=None, help="the run selected first, e.g. runs/demo/spatial (default: the demo's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
 
     p = sub.add_parser("adapt", help="adapt a trained model to a few example images and generate more")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint.safetensors")
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except MetagenError as e:
         from metagen.train import Interrupted
 
-        print(f"metagen: error: {e}", file=sys.stderr)
+        print(f"metagen: error: {one_line(str(e))}", file=sys.stderr)
         return 130 if isinstance(e, Interrupted) else 2
     except KeyboardInterrupt:
         print("metagen: interrupted", file=sys.stderr)
@@ -149,6 +156,31 @@ def _positive(value: int, flag: str) -> None:
         raise MetagenError(f"{flag} must be at least 1, got {value}")
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from metagen.serve.app import create_app
+    except ImportError as e:
+        raise MetagenError(f"the web app needs {e.name}: pip install 'metagen[serve]'") from None
+    roots = [Path(r) for r in args.runs or ["runs"]]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing and args.runs:
+        raise MetagenError(f"no folder '{missing[0]}'; give folders holding run folders with --runs")
+    if not (Path("runs") / "demo" / "spatial").is_dir() and not args.runs:
+        print("metagen: no runs/demo yet: `make demo` trains one in about 5 minutes (the page says so too)",
+              file=sys.stderr)
+    if not 0 < args.port < 65536:
+        raise MetagenError(f"--port must be in 1-65535, got {args.port}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"metagen: warning: listening on {args.host}: anyone who can reach this address can use the app",
+              file=sys.stderr)
+    app = create_app(roots, default_run=args.run)
+    print(f"metagen: serving {', '.join(map(str, roots))} at http://{args.host}:{args.port}/ (Ctrl+C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     import torch
 
@@ -174,7 +206,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def cmd_write(args: argparse.Namespace) -> int:
     import torch
 
-    from metagen.data.text import CharVocab, read_entries
+    from metagen.data.text import CharVocab, encode_support, read_entries
 
     _positive(args.n, "--n")
     if args.temperature <= 0:
@@ -187,20 +219,14 @@ def cmd_write(args: argparse.Namespace) -> int:
         raise MetagenError(f"'{ckpt.path}' is a model of {data.source} images; `metagen write` needs a text model "
                            "(data.source = 'fortunes'); use `metagen adapt` for images")
     texts = [t for f in args.support for t in read_entries(Path(f))]
-    if not texts:
-        raise MetagenError("the support files hold no text; give at least one non-empty file")
-    longest = max(texts, key=len)
-    if len(longest) > data.max_len - 2:
-        raise MetagenError(f"a support text has {len(longest)} characters; this model reads at most "
-                           f"{data.max_len - 2}: split it into entries separated by lines holding only %")
     if len(args.prompt) > data.max_len - 2:
         raise MetagenError(f"--prompt has {len(args.prompt)} characters; at most {data.max_len - 2} fit")
-    vocab = CharVocab(data.vocab)
-    support = vocab.encode(texts, data.max_len).to(device)  # [K, L]
-    unknown = sorted({c for t in texts for c in t if c not in vocab.index})
+    support, unknown = encode_support(texts, data.vocab, data.max_len)
+    support = support.to(device)  # [K, L]
     if unknown:
         print(f"note: {len(unknown)} characters of the support are not in the model's vocabulary and are read as "
-              f"unknown: {''.join(unknown[:20])}", file=sys.stderr)
+              f"unknown: {unknown[:20]}", file=sys.stderr)
+    vocab = CharVocab(data.vocab)
     prompt = vocab.encode([args.prompt], data.max_len)[0, 1 : len(args.prompt) + 1].to(device)
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
@@ -297,7 +323,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "write": cmd_write, "sample": cmd_sample, "eval": cmd_eval,
-            "bench": cmd_bench, "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets}
+            "bench": cmd_bench, "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets,
+            "serve": cmd_serve}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -54,7 +54,25 @@ def read_entries(path: Path) -> list[str]:
         raw = path.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise DataError(f"cannot read fortune file '{path}': {e.strerror}") from None
+    return split_entries(raw)
+
+
+def split_entries(raw: str) -> list[str]:
+    """Texts separated by lines holding only %, cleaned; empty ones dropped."""
     return [e for e in (clean(part) for part in re.split(r"^%$", raw, flags=re.M)) if e]
+
+
+def encode_support(texts: list[str], vocab: str, max_len: int) -> tuple[torch.Tensor, str]:
+    """A text support set -> (token ids [K, max_len], the characters the vocabulary lacks); DataError if unusable."""
+    if not texts:
+        raise DataError("the support holds no text; give at least one non-empty text")
+    longest = max(texts, key=len)
+    if len(longest) > max_len - 2:
+        raise DataError(f"a support text has {len(longest)} characters; this model reads at most {max_len - 2}: "
+                        "split it into entries separated by lines holding only %")
+    chars = CharVocab(vocab)
+    unknown = "".join(sorted({c for t in texts for c in t if c not in chars.index}))
+    return chars.encode(texts, max_len), unknown
 
 
 def parse_poem(entry: str) -> tuple[str, str] | None:
