@@ -165,3 +165,41 @@ def test_a_bug_in_a_job_fails_that_job_only(serve_runs):
         broken.finished.wait(10)
         assert broken.status == "failed" and "ZeroDivisionError" in broken.error
         assert finish(c, post(c, FIVE).json())["status"] == "done"
+
+
+def test_slow_families_sample_in_pieces_and_report_progress():
+    from types import SimpleNamespace
+
+    import torch
+
+    from metagen.serve.generate import generate
+    from metagen.serve.jobs import Job
+    from metagen.serve.runs import RunInfo
+
+    seen = []
+
+    class Adapted:
+        def sample(self, n, generator=None):
+            seen.append((n, job.done, job.stage))
+            return torch.rand(n, 1, 8, 8, generator=generator)
+
+    learner = SimpleNamespace(adapt=lambda support: Adapted())
+    job = Job("x", "run", 25)
+    slow = RunInfo("runs/p", None, "image", "context", "pixelcnn", 8, 1)
+    result = generate(job, slow, learner, None, torch.zeros(2, 1, 8, 8), 25, seed=0)
+    assert [n for n, _, _ in seen] == [3] * 8 + [1] and job.done == 25 and len(result.samples) == 25
+    assert seen[1][2] == "sampling 4-6 of 25"
+    seen.clear()
+    job = Job("y", "run", 25)
+    generate(job, RunInfo("runs/v", None, "image", "context", "vae", 8, 1), learner, None,
+             torch.zeros(2, 1, 8, 8), 25, seed=0)
+    assert [n for n, _, _ in seen] == [25]  # fast families in one go
+
+
+def test_serve_command_errors_are_one_line(tmp_path, capsys):
+    from metagen.cli import main
+
+    assert main(["serve", "--runs", str(tmp_path / "nowhere")]) == 2
+    assert "no folder" in capsys.readouterr().err
+    assert main(["serve", "--runs", str(tmp_path), "--port", "0"]) == 2
+    assert "--port must be in 1-65535" in capsys.readouterr().err
