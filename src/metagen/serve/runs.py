@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metagen.checkpoint import BEST_NAME, CHECKPOINT_NAME, Checkpoint, load_learner
+from safetensors import SafetensorError, safe_open
+
+from metagen.checkpoint import BEST_NAME, CHECKPOINT_NAME, FORMAT, Checkpoint, load_learner
+from metagen.config import from_dict
 from metagen.errors import MetagenError
 
 MAX_DEPTH = 4  # run folders are looked for this many levels below a root
@@ -44,12 +48,12 @@ class RunRegistry:
         self.roots = [Path(r).resolve() for r in roots]
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[Any, Checkpoint]] = OrderedDict()
+        self._headers: dict[tuple[str, int, int], RunInfo | None] = {}
         self._lock = threading.Lock()
 
     def scan(self) -> dict[str, RunInfo]:
-        """Every readable run folder below the roots, by id; unreadable ones are left out."""
-        from metagen.checkpoint import load_checkpoint
-
+        """Every readable run folder below the roots, by id; unreadable ones are left out. Cheap to repeat:
+        a checkpoint's header is read again only when the file changes."""
         found: dict[str, RunInfo] = {}
         for root in self.roots:
             if not root.is_dir():
@@ -59,16 +63,35 @@ class RunRegistry:
                 rel = folder.relative_to(root)
                 if len(rel.parts) > MAX_DEPTH or not folder.resolve().is_relative_to(root):
                     continue  # too deep, or a link leading outside the root
-                try:
-                    ckpt = load_checkpoint(folder)
-                except MetagenError:
-                    continue
-                cfg = ckpt.config
-                text = cfg.data.source == "fortunes"
                 run_id = "/".join((root.name, *rel.parts))
-                found[run_id] = RunInfo(run_id, folder, "text" if text else "image", cfg.learner.name,
-                                        cfg.generator.name, None if text else cfg.data.image_size, ckpt.step)
+                info = self._describe(run_id, ckpt_file)
+                if info is not None:
+                    found[run_id] = info
         return found
+
+    def _describe(self, run_id: str, ckpt_file: Path) -> RunInfo | None:
+        """The run's config and step from the checkpoint's header (no tensors loaded), or None if unreadable."""
+        try:
+            stat = ckpt_file.stat()
+        except OSError:
+            return None
+        key = (str(ckpt_file), stat.st_mtime_ns, stat.st_size)
+        if key in self._headers:
+            return self._headers[key]
+        info = None
+        try:
+            with safe_open(str(ckpt_file), "pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("format") == FORMAT:
+                cfg = from_dict(json.loads(meta["config"]), source=str(ckpt_file))
+                text = cfg.data.source == "fortunes"
+                info = RunInfo(run_id, ckpt_file.parent, "text" if text else "image", cfg.learner.name,
+                               cfg.generator.name, None if text else cfg.data.image_size, int(meta["step"]))
+        except (SafetensorError, OSError, ValueError, KeyError, MetagenError):
+            info = None
+        with self._lock:
+            self._headers[key] = info
+        return info
 
     def get(self, run_id: str) -> RunInfo:
         runs = self.scan()
