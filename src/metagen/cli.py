@@ -1,4 +1,5 @@
-"""Command line: metagen train | adapt | write | sample | eval | bench | features train | demo | serve | presets."""
+"""Command line: metagen train | adapt | write | compose | sample | eval | bench | features train | demo | serve |
+presets."""
 
 from __future__ import annotations
 
@@ -54,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="", help="every text starts with this")
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer, above 1: wilder")
     p.add_argument("--top-k", type=int, default=None, help="draw each character from the k likeliest only")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+
+    p = sub.add_parser("compose", help="adapt a tune model to a few tunes and write new ones (ABC, MIDI, MusicXML)")
+    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint of a tune model (data.source = tunes)")
+    p.add_argument("--support", nargs="+", required=True, metavar="FILE",
+                   help="tunes in .abc (every tune of the file), .mid/.midi or .musicxml/.xml/.mxl")
+    p.add_argument("--n", type=int, default=5, help="number of tunes to write")
+    p.add_argument("--out", default="composed", help="folder for sample_NNN.abc/.mid/.musicxml and pianoroll.png")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer, above 1: wilder")
+    p.add_argument("--top-k", type=int, default=None, help="draw each token from the k likeliest only")
     p.add_argument("--seed", type=int, default=0)
     _add_common(p)
 
@@ -190,8 +202,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     _positive(args.n, "--n")
     learner, ckpt, device = _load(args)
     data = ckpt.config.data
-    if data.source == "fortunes":
-        raise MetagenError(f"'{ckpt.path}' is a text model; adapt it to texts with `metagen write`")
+    if data.is_text:
+        raise MetagenError(f"'{ckpt.path}' is a {data.source} model; adapt it with `metagen write`"
+                           + (" or `metagen compose`" if data.source == "tunes" else ""))
     support = load_support(args.support, like=ckpt).to(device)  # [K, 1, H, W]
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
@@ -215,7 +228,7 @@ def cmd_write(args: argparse.Namespace) -> int:
         _positive(args.top_k, "--top-k")
     learner, ckpt, device = _load(args)
     data = ckpt.config.data
-    if data.source != "fortunes" or data.vocab is None:
+    if not data.is_text or data.vocab is None:
         raise MetagenError(f"'{ckpt.path}' is a model of {data.source} images; `metagen write` needs a text model "
                            "(data.source = 'fortunes'); use `metagen adapt` for images")
     texts = [t for f in args.support for t in read_entries(Path(f))]
@@ -236,6 +249,47 @@ def cmd_write(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compose(args: argparse.Namespace) -> int:
+    import torch
+
+    from metagen import compose
+    from metagen.checkpoint import atomic_write_text
+    from metagen.data.text import CharVocab
+    from metagen.viz import save_png
+
+    _positive(args.n, "--n")
+    if args.temperature <= 0:
+        raise MetagenError(f"--temperature must be > 0, got {args.temperature}")
+    if args.top_k is not None:
+        _positive(args.top_k, "--top-k")
+    learner, ckpt, device = _load(args)
+    data = ckpt.config.data
+    if data.source != "tunes":
+        raise MetagenError(f"'{ckpt.path}' is a model of {data.source}; `metagen compose` needs a tune model "
+                           "(train one with `metagen train --config tunes`)")
+    tokens = compose.support_tokens(args.support, data.max_len, data.transpose)
+    vocab = CharVocab(data.vocab)
+    support = vocab.encode(tokens, data.max_len).to(device)  # [K, L]
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    with torch.no_grad():
+        out = learner.adapt(support).sample(args.n, generator=g, temperature=args.temperature, top_k=args.top_k)
+    samples = vocab.decode(out.cpu())
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, text in enumerate(samples):
+        stem = folder / f"sample_{i:03d}"
+        atomic_write_text(stem.with_suffix(".abc"), compose.to_abc(text, i + 1, f"metagen sample {i + 1}"))
+        compose.write_midi(text, stem.with_suffix(".mid"))
+        compose.write_musicxml(text, stem.with_suffix(".musicxml"))
+    atomic_write_text(folder / "samples.abc", "\n".join(compose.to_abc(t, i + 1, f"metagen sample {i + 1}")
+                                                        for i, t in enumerate(samples)))
+    save_png(compose.piano_roll(samples), folder / "pianoroll.png")
+    save_png(compose.piano_roll(tokens), folder / "support_pianoroll.png")
+    print(f"wrote {args.n} tunes to {folder}/ (sample_NNN.abc, .mid, .musicxml; samples.abc; pianoroll.png) "
+          f"from {len(tokens)} support tunes, in the key with no sharps or flats of each tune's mode")
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -247,7 +301,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
         rows = torch.stack([learner.prior(generator=g).sample(args.n, generator=g) for _ in range(args.concepts)])
-    if ckpt.config.data.source == "fortunes":  # text: print each imagined style's texts
+    if ckpt.config.data.is_text:  # text: print each imagined style's texts
         from metagen.data.text import CharVocab
 
         vocab = CharVocab(ckpt.config.data.vocab)
@@ -324,7 +378,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "write": cmd_write, "sample": cmd_sample, "eval": cmd_eval,
             "bench": cmd_bench, "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "compose": cmd_compose}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,6 +26,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+TEXT_SOURCES = ("fortunes", "tunes")  # data sources whose examples are token sequences
+
+
 class Strict(BaseModel):
     """Base for config sections: unknown keys are errors, values are validated on assignment too."""
 
@@ -33,7 +36,7 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    source: Literal["omniglot", "glyphs", "fortunes"] = "glyphs"
+    source: Literal["omniglot", "glyphs", "fortunes", "tunes"] = "glyphs"
     data_dir: str | None = None  # None: --data-dir, then $METAGEN_DATA_DIR (fortunes: /usr/share/games/fortunes)
     image_size: int = Field(28, ge=8, le=128)
     # Omniglot: add the 90/180/270-degree rotations of each *background* character as new concepts
@@ -50,9 +53,17 @@ class DataConfig(Strict):
     # concepts when a run starts, so a checkpoint encodes text exactly as it was trained.
     vocab: str | None = None
 
+    # tunes (music): transpose every tune so that its key signature has no sharps or flats
+    transpose: bool = True
+
+    @property
+    def is_text(self) -> bool:
+        """Token sequences (text or tunes) rather than images."""
+        return self.source in TEXT_SOURCES
+
     @model_validator(mode="after")
     def _text_only(self) -> DataConfig:
-        if self.source == "fortunes" and (self.rotations or self.mirrors):
+        if self.is_text and (self.rotations or self.mirrors):
             raise ValueError("data.rotations and data.mirrors apply to images; set them to false for text")
         return self
 
@@ -194,7 +205,7 @@ class Config(Strict):
     def _pair(self) -> Config:
         """The generator family and the learner must make sense together (docs/ARCHITECTURE.md's matrix)."""
         generator = GENERATORS.get(self.generator.name)
-        text_data = self.data.source == "fortunes"
+        text_data = self.data.is_text
         if (generator.modality == "text") != text_data:
             kinds = "lstm or transformer" if text_data else "vae, pixelcnn, flow, diffusion or gan"
             raise ValueError(f"generator '{self.generator.name}' models {generator.modality}, data.source "

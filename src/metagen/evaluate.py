@@ -196,7 +196,7 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
         raise ConfigError(f"eval.{err['loc'][0]} = {err['input']!r}: {err['msg'].removeprefix('Value error, ')}") \
             from None
     splits = load_splits(config.data, config.split, data_dir)
-    text = config.data.source == "fortunes"
+    text = config.data.is_text
     if include_copy and not text and not any(m.learner.cfg.name == "copy" for m in methods):
         methods.append(fit_copy(config, splits, dev))
     tasks = fixed_tasks(splits.held_out, max(ev.shots), ev.queries, ev.seed, ev.max_tasks, ev.episodes).to(dev)

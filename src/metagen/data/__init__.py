@@ -13,10 +13,11 @@ from metagen.data.glyphs import load_glyphs
 from metagen.data.images import Layout, load_image, load_support
 from metagen.data.omniglot import load_omniglot
 from metagen.data.text import FORTUNE_DIR, CharVocab, all_characters, background_vocab, load_fortunes, lookup_table
+from metagen.data.tunes import alphabet as tune_alphabet
 from metagen.errors import DataError
 
 # How each source lays characters out on the canvas; user images given to `adapt` get the same treatment.
-LAYOUTS: dict[str, Layout] = {"omniglot": "resize", "glyphs": "fit", "fortunes": "fit"}  # fortunes: unused
+LAYOUTS: dict[str, Layout] = {"omniglot": "resize", "glyphs": "fit", "fortunes": "fit", "tunes": "fit"}  # text: unused
 
 
 @dataclass
@@ -39,6 +40,10 @@ def load_concepts(data: DataConfig, data_dir: str | None = None) -> ConceptSet:
     """Every concept of `data`; text is encoded with `data.vocab`, or with every character seen if it is unset."""
     if data.source == "glyphs":
         return load_glyphs(data.image_size, data.examples_per_concept)
+    if data.source == "tunes":
+        from metagen.data.tunes import load_tunes
+
+        return load_tunes(data.max_len, data.min_entries, data.transpose, CharVocab(data.vocab or tune_alphabet()))
     if data.source == "fortunes":
         root = resolve_data_dir(data.data_dir, data_dir, env=False) or FORTUNE_DIR
         vocab = CharVocab(data.vocab) if data.vocab is not None else \
@@ -65,7 +70,9 @@ def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None =
     if data.mirrors:
         background = background.with_mirrors()
     vocab = None
-    if data.source == "fortunes" and data.vocab is not None:  # a trained model's vocabulary
+    if data.source == "tunes":  # a fixed token alphabet: every pitch, duration, metre and mode
+        vocab = CharVocab(data.vocab or tune_alphabet())
+    elif data.source == "fortunes" and data.vocab is not None:  # a trained model's vocabulary
         vocab = CharVocab(data.vocab)
     elif data.source == "fortunes":  # the background's characters; those only held-out texts use become UNK
         root = resolve_data_dir(data.data_dir, data_dir, env=False) or FORTUNE_DIR

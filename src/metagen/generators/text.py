@@ -36,7 +36,7 @@ class TextGenerator(Generator):
         super().__init__(example_shape, cond_dim, memory_dim)
         if len(self.example_shape) != 1:
             raise ConfigError(f"generator '{cfg.name}' models text (examples [L] of token ids), not examples of "
-                              f"shape {list(example_shape)}; use it with data.source = 'fortunes'")
+                              f"shape {list(example_shape)}; use it with data.source = 'fortunes' or 'tunes'")
         if cfg.vocab_size <= CharVocab.RESERVED:
             raise ConfigError(f"generator.vocab_size = {cfg.vocab_size}: text generators take it from the data's "
                               "vocabulary (metagen.train.prepare sets it); build them through a run or a checkpoint")

@@ -84,7 +84,7 @@ class RunRegistry:
                 meta = f.metadata() or {}
             if meta.get("format") == FORMAT:
                 cfg = from_dict(json.loads(meta["config"]), source=str(ckpt_file))
-                text = cfg.data.source == "fortunes"
+                text = cfg.data.is_text
                 info = RunInfo(run_id, ckpt_file.parent, "text" if text else "image", cfg.learner.name,
                                cfg.generator.name, None if text else cfg.data.image_size, int(meta["step"]))
         except (SafetensorError, OSError, ValueError, KeyError, MetagenError):
