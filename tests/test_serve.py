@@ -203,3 +203,35 @@ def test_serve_command_errors_are_one_line(tmp_path, capsys):
     assert "no folder" in capsys.readouterr().err
     assert main(["serve", "--runs", str(tmp_path), "--port", "0"]) == 2
     assert "--port must be in 1-65535" in capsys.readouterr().err
+
+
+def test_tune_runs_take_abc_and_midi_and_return_abc(serve_runs, tmp_path):
+    pytest.importorskip("music21")
+    from music21 import converter
+
+    from metagen.checkpoint import save_checkpoint
+    from metagen.config import from_dict
+    from metagen.data.tunes import alphabet
+    from metagen.meta import build_learner
+
+    cfg = from_dict({"data": {"source": "tunes", "vocab": alphabet(), "max_len": 64},
+                     "generator": {"name": "lstm", "embed_dim": 8, "hidden": 16, "vocab_size": len(alphabet()) + 3},
+                     "learner": {"name": "context", "context_dim": 4, "hidden": 16}})
+    root = tmp_path / "runs"
+    save_checkpoint(root / "tunes" / "checkpoint.safetensors", cfg, 0, build_learner(cfg, (64,)))
+    abc = "X:1\nT:t\nM:6/8\nL:1/8\nK:G\nG2B dBG|c2A B2G|\n"
+    (tmp_path / "t.abc").write_text(abc)
+    converter.parse(str(tmp_path / "t.abc")).write("midi", fp=str(tmp_path / "t.mid"))
+    with TestClient(create_app([root])) as c:
+        assert c.get("/api/runs").json()["runs"][0]["kind"] == "tunes"
+        files = [("support", ("a.abc", abc.encode(), "text/plain")),
+                 ("support", ("b.mid", (tmp_path / "t.mid").read_bytes(), "audio/midi"))]
+        job = finish(c, c.post("/api/jobs", data={"run": "runs/tunes", "n": "2", "text": "M:2/4\nK:C\nCDEG|"},
+                               files=files).json())
+        assert job["status"] == "done" and len(job["texts"]) == 2 and all(t.startswith("X:") for t in job["texts"])
+        names = zipfile.ZipFile(io.BytesIO(c.get(job["zip"]).content)).namelist()
+        assert {"sample_000.abc", "sample_000.mid"} <= set(names)
+        bad = c.post("/api/jobs", data={"run": "runs/tunes"}, files=[("support", ("x.png", b"nope", "image/png"))])
+        assert "not a tune file" in _error(bad, 400)
+        bad = c.post("/api/jobs", data={"run": "runs/tunes"}, files=[("support", ("x.mid", b"MThd", "audio/midi"))])
+        assert "cannot read tune file 'x.mid'" in _error(bad, 400)

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from metagen.errors import DataError, MetagenError, one_line
-from metagen.serve.generate import Result, generate, image_support, text_support, zip_result
+from metagen.serve.generate import Result, generate, image_support, text_support, tune_support, zip_result
 from metagen.serve.jobs import Busy, Job, JobQueue
 from metagen.serve.runs import RunRegistry, UnknownRun
 
@@ -186,7 +186,9 @@ def create_app(roots: list[Path], limits: Limits | None = None, default_run: str
                    text: str) -> dict[str, Any]:
         info = registry.get(run)
         learner, ckpt = registry.learner(info)
-        if info.kind == "text":
+        if info.kind == "tunes":
+            support = tune_support(uploads, text, ckpt)
+        elif info.kind == "text":
             from metagen.data.text import split_entries
 
             texts = split_entries(text) + [t for _, data in uploads

@@ -27,7 +27,7 @@ class UnknownRun(MetagenError):
 class RunInfo:
     id: str  # "<root name>/<path below the root>", e.g. "runs/demo/spatial"
     path: Path
-    kind: str  # "image" or "text"
+    kind: str  # "image", "text" or "tunes"
     learner: str
     generator: str
     image_size: int | None
@@ -85,7 +85,8 @@ class RunRegistry:
             if meta.get("format") == FORMAT:
                 cfg = from_dict(json.loads(meta["config"]), source=str(ckpt_file))
                 text = cfg.data.is_text
-                info = RunInfo(run_id, ckpt_file.parent, "text" if text else "image", cfg.learner.name,
+                kind = "tunes" if cfg.data.source == "tunes" else "text" if text else "image"
+                info = RunInfo(run_id, ckpt_file.parent, kind, cfg.learner.name,
                                cfg.generator.name, None if text else cfg.data.image_size, int(meta["step"]))
         except (SafetensorError, OSError, ValueError, KeyError, MetagenError):
             info = None
