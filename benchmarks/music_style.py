@@ -8,6 +8,8 @@ tunes (metagen.metrics.music):
   style  a style classifier's accuracy on the samples (fidelity; chance = 1 / number of held-out styles)
   lcs    the sample's longest common subsequence with its nearest support tune / its length (1 = a copy)
   copies share of samples with lcs >= 0.9 (near copies of a support tune)
+  hist - hist(k=0)  the change of `hist` from the same model unadapted, paired task by task (negative: the
+         samples moved toward the style)
 Each held-out style's tunes are split in half, once: one half trains the style classifier and is the
 histograms' reference, supports are drawn from the other. Mean and 95% CI over (style x episode) tasks.
 
@@ -116,6 +118,11 @@ def main() -> int:
                 add(method, k, score(vocab.decode(out), sup, reference[n], i, clf))
         print(f"{method}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
 
+    for per_k in rows.values():  # paired with the same method's k = 0 on the same (style, episode) task
+        if 0 in per_k and "hist" in per_k[0]:
+            for k, d in per_k.items():
+                if k > 0 and len(d["hist"]) == len(per_k[0]["hist"]):
+                    d["hist - hist(k=0)"] = list(np.array(d["hist"]) - np.array(per_k[0]["hist"]))
     summary = {m: {k: {key: mean_ci(v) for key, v in d.items()} for k, d in per_k.items()}
                for m, per_k in rows.items()}
     report = {"held_out_styles": names, "style_chance": 1 / len(names), "episodes": args.episodes,
@@ -124,7 +131,7 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
-    keys = ["hist", "metre", "style", "lcs", "copies"]
+    keys = ["hist", "hist - hist(k=0)", "metre", "style", "lcs", "copies"]
     lines = ["| method | k | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
     for m, per_k in summary.items():
         for k, vals in sorted(per_k.items()):

@@ -220,3 +220,15 @@ def test_train_compose_end_to_end_and_bad_files(small_corpus, tmp_path, capsys):
     (tmp_path / "x.wav").write_bytes(b"RIFF")
     assert main(["compose", "--checkpoint", run, "--support", str(tmp_path / "x.wav"), "--quiet"]) == 2
     assert "not a tune file" in capsys.readouterr().err
+
+
+def test_every_tune_preset_reads_tunes_with_its_learner():
+    from metagen.config import load_config, presets
+
+    names = [n for n in presets() if n.startswith("tunes")]
+    assert len(names) >= 8
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.data.source == "tunes" and cfg.generator.name in ("lstm", "transformer"), name
+        expected = name.removeprefix("tunes").removeprefix("-") or "context"
+        assert cfg.learner.name == {"transformer": "context", "fomaml": "maml"}.get(expected, expected), name
