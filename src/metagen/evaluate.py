@@ -44,7 +44,7 @@ class Method:
 
 def nll_curve(learner: MetaLearner, tasks: Tasks, shots: list[int], iw_samples: int, seed: int = 0,
               bar: tqdm | None = None) -> dict[int, dict[str, Any]]:
-    """Per k in `shots`: mean NLL over tasks (nats/image; text: bits/character), its 95% CI, the mean adapt
+    """Per k in `shots`: mean NLL over tasks (nats/image; text: bits/character or token), its 95% CI, the mean adapt
     time, and how many tasks gave a non-finite likelihood (`diverged`; then the mean is NaN). Families
     without a likelihood (GANs) get nll None and only the adapt time."""
     out: dict[int, dict[str, Any]] = {}
@@ -207,7 +207,7 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
                  "image_size": config.data.image_size,
                  "task_concepts": [splits.held_out.names[c] for c in tasks.concepts.tolist()]},
         "iw_samples": ev.iw_samples, "shots": ev.shots, "seed": ev.seed, "methods": {},
-        "unit": "bits/character" if text else "nats/image",
+        "unit": ("bits/token" if config.data.source == "tunes" else "bits/character") if text else "nats/image",
     }
     bar = tqdm(total=len(methods) * len(ev.shots) * len(tasks), desc="eval", unit="task", disable=not progress,
                dynamic_ncols=True)
@@ -269,7 +269,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     unit = report.get("unit", "nats/image")
     lines = [f"Held-out {d['source']} groups {', '.join(d['held_out_groups'])}: {d['n_tasks']} tasks x "
              f"{d['queries_per_task']} queries; NLL in {unit} (lower is better), mean +- 95% CI across "
-             "tasks" + ("." if unit == "bits/character" else
+             "tasks" + ("." if unit.startswith("bits/") else
                         f"; VAE bounds with k = {report['iw_samples']} importance samples."), "",
              "| method | " + " | ".join(f"{k}-shot NLL" for k in shots) + " | adapt ms/task |",
              "|---|" + "---:|" * (len(shots) + 1)]

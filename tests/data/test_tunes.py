@@ -198,6 +198,10 @@ def test_train_compose_end_to_end_and_bad_files(small_corpus, tmp_path, capsys):
             "--set", "split.test_groups=['jig', 'essen:lux']", "--set", "train.meta_batch=2",
             "--set", "train.val_every=0", "--set", "train.patience=0", "--quiet"]
     assert main(["train", "--config", "tunes", "--out", run, "--steps", "3", *tiny]) == 0
+    assert main(["eval", "--checkpoint", run, "--out", str(tmp_path / "eval"), "--shots", "0", "2",
+                 "--episodes", "1", "--quiet"]) == 0
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "NLL in bits/token" in report and "| method | essen:lux | jig |" in report
     support = tmp_path / "jig.abc"
     support.write_text(JIG)
     converter.parse(str(support)).write("midi", fp=str(tmp_path / "jig.mid"))
