@@ -103,6 +103,8 @@ def main() -> int:
     for run in args.runs:
         learner, ckpt = load_learner(run, verbose=False)
         method = f"{ckpt.config.learner.name} {ckpt.config.generator.name}"
+        if method in rows:  # two runs of one learner (e.g. MAML and first-order MAML): name the second by its folder
+            method += f" ({Path(run).name})"
         t0 = time.perf_counter()
         for k in args.shots:
             for i, n, e in tasks:
