@@ -125,8 +125,14 @@ def main() -> int:
             for k, d in per_k.items():
                 if k > 0 and len(d["hist"]) == len(per_k[0]["hist"]):
                     d["hist - hist(k=0)"] = list(np.array(d["hist"]) - np.array(per_k[0]["hist"]))
-    summary = {m: {k: {key: mean_ci(v) for key, v in d.items()} for k, d in per_k.items()}
+    def finite_mean_ci(values: list[float]) -> tuple[float, float, int]:
+        """Mean, 95% CI and count over the tasks where the measure is defined (metre: samples with inner bars)."""
+        ok = [v for v in values if np.isfinite(v)]
+        return (*mean_ci(ok), len(ok)) if ok else (float("nan"), float("nan"), 0)
+
+    summary = {m: {k: {key: finite_mean_ci(v) for key, v in d.items()} for k, d in per_k.items()}
                for m, per_k in rows.items()}
+    n_tasks = len(tasks)
     report = {"held_out_styles": names, "style_chance": 1 / len(names), "episodes": args.episodes,
               "samples_per_task": args.samples, "runs": args.runs, "results": summary,
               "classifier_on_real": summary["real tunes of the style"][0]["style"]}
@@ -137,8 +143,13 @@ def main() -> int:
     lines = ["| method | k | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
     for m, per_k in summary.items():
         for k, vals in sorted(per_k.items()):
-            cells = [f"{vals[key][0]:.3f} ± {vals[key][1]:.3f}" if key in vals else "—" for key in keys]
+            cells = [("—" if key not in vals else "undefined" if vals[key][2] == 0 else
+                      f"{vals[key][0]:.3f} ± {vals[key][1]:.3f}" + ("" if vals[key][2] == n_tasks else
+                                                                  f" ({vals[key][2]}/{n_tasks} tasks)"))
+                     for key in keys]
             lines.append(f"| {m} | {k} | " + " | ".join(cells) + " |")
+    lines.append(f"\nMean ± 95% CI over {n_tasks} tasks; \"(n/{n_tasks} tasks)\": the measure is undefined on the "
+                 "others (metre: no sample with a known metre and an inner bar).")
     table = "\n".join(lines)
     Path(args.md).write_text(table + "\n")
     print(table)
