@@ -236,3 +236,6 @@ def test_every_tune_preset_reads_tunes_with_its_learner():
         assert cfg.data.source == "tunes" and cfg.generator.name in ("lstm", "transformer"), name
         expected = name.removeprefix("tunes").removeprefix("-") or "context"
         assert cfg.learner.name == {"transformer": "context", "fomaml": "maml"}.get(expected, expected), name
+        if cfg.learner.name in ("maml", "metasgd"):  # the gradient family adapts the output layer only
+            assert cfg.learner.adapt_params == r"^head\." and cfg.learner.inner_lr == 0.1, name
+            assert cfg.learner.first_order == (name != "tunes-maml"), name
