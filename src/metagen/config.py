@@ -36,7 +36,7 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    source: Literal["omniglot", "glyphs", "fortunes", "tunes"] = "glyphs"
+    source: Literal["omniglot", "glyphs", "fortunes", "tunes", "fonts"] = "glyphs"
     data_dir: str | None = None  # None: --data-dir, then $METAGEN_DATA_DIR (fortunes: /usr/share/games/fortunes)
     image_size: int = Field(28, ge=8, le=128)
     # Omniglot: add the 90/180/270-degree rotations of each *background* character as new concepts
@@ -56,6 +56,15 @@ class DataConfig(Strict):
     # tunes (music): transpose every tune so that its key signature has no sharps or flats
     transpose: bool = True
 
+    # fonts: the scripts of the character set (latin and digits on every face; greek and cyrillic where a face
+    # has the whole script), the folders searched for .ttf/.otf faces (None: /usr/share/fonts and
+    # /usr/local/share/fonts), and how many characters (drawn by split.seed from the whole set) no training
+    # typeface shows: the unseen-content split.
+    scripts: list[Literal["latin", "digits", "greek", "cyrillic"]] = Field(
+        default_factory=lambda: ["latin", "digits", "greek", "cyrillic"])
+    font_dirs: list[str] | None = None
+    held_out_chars: int = Field(0, ge=0)
+
     @property
     def is_text(self) -> bool:
         """Token sequences (text or tunes) rather than images."""
@@ -65,6 +74,9 @@ class DataConfig(Strict):
     def _text_only(self) -> DataConfig:
         if self.is_text and (self.rotations or self.mirrors):
             raise ValueError("data.rotations and data.mirrors apply to images; set them to false for text")
+        if self.source == "fonts" and (self.rotations or self.mirrors):
+            raise ValueError("data.rotations and data.mirrors would change which character a glyph is; set them "
+                             "to false for fonts")
         return self
 
 
@@ -211,6 +223,9 @@ class Config(Strict):
             raise ValueError(f"generator '{self.generator.name}' models {generator.modality}, data.source "
                              f"'{self.data.source}' is {'text' if text_data else 'images'}: use generator.name = "
                              f"{kinds}")
+        if generator.modality == "glyph pairs" and self.data.source != "fonts":
+            raise ValueError(f"generator '{self.generator.name}' draws a character in a typeface and needs "
+                             "data.source = 'fonts'")
         problem = LEARNERS.get(self.learner.name).incompatible(generator)
         if problem:
             raise ValueError(problem)

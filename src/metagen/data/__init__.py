@@ -9,6 +9,7 @@ from pathlib import Path
 from metagen.config import DataConfig, SplitConfig
 from metagen.data.concepts import ConceptSet, resolve_test_groups, split, split_concepts
 from metagen.data.episodes import EpisodeSampler, Tasks, fixed_tasks
+from metagen.data.fonts import FontData, held_out_characters, load_fonts, with_homoglyphs, without_characters
 from metagen.data.glyphs import load_glyphs
 from metagen.data.images import Layout, load_image, load_support
 from metagen.data.omniglot import load_omniglot
@@ -17,7 +18,8 @@ from metagen.data.tunes import alphabet as tune_alphabet
 from metagen.errors import DataError
 
 # How each source lays characters out on the canvas; user images given to `adapt` get the same treatment.
-LAYOUTS: dict[str, Layout] = {"omniglot": "resize", "glyphs": "fit", "fortunes": "fit", "tunes": "fit"}  # text: unused
+LAYOUTS: dict[str, Layout] = {"omniglot": "resize", "glyphs": "fit", "fortunes": "fit", "tunes": "fit",  # text: unused
+                               "fonts": "fit"}
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Splits:
     layout: Layout
     validation: ConceptSet  # background-group concepts kept out of meta-training (may be empty)
     vocab: CharVocab | None = None  # text: the meta-training concepts' characters
+    fonts: FontData | None = None  # fonts: every typeface with its characters, and the reference glyphs
+    held_out_chars: str = ""  # fonts: characters no meta-training typeface shows (with their homoglyphs)
 
 
 def resolve_data_dir(configured: str | None, override: str | None = None, env: bool = True) -> Path | None:
@@ -40,6 +44,8 @@ def load_concepts(data: DataConfig, data_dir: str | None = None) -> ConceptSet:
     """Every concept of `data`; text is encoded with `data.vocab`, or with every character seen if it is unset."""
     if data.source == "glyphs":
         return load_glyphs(data.image_size, data.examples_per_concept)
+    if data.source == "fonts":
+        return load_font_data(data).concepts
     if data.source == "tunes":
         from metagen.data.tunes import load_tunes
 
@@ -58,10 +64,16 @@ def load_concepts(data: DataConfig, data_dir: str | None = None) -> ConceptSet:
     return load_omniglot(root, data.image_size)
 
 
+def load_font_data(data: DataConfig) -> FontData:
+    return load_fonts(data.font_dirs, data.scripts, data.image_size)
+
+
 def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None = None,
                 concepts: ConceptSet | None = None) -> Splits:
     """Background / validation / held-out concepts of `data` (or of `concepts`, already loaded from it)."""
-    concepts = concepts if concepts is not None else load_concepts(data, data_dir)
+    fonts = load_font_data(data) if data.source == "fonts" else None
+    if concepts is None:
+        concepts = fonts.concepts if fonts is not None else load_concepts(data, data_dir)
     test_groups = resolve_test_groups(concepts, split_cfg.test_groups, split_cfg.seed)
     background, held_out = split(concepts, test_groups)
     background, validation = split_concepts(background, split_cfg.val_fraction, split_cfg.seed)
@@ -80,7 +92,11 @@ def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None =
         table = lookup_table(all_characters(root, data.max_len, data.min_entries), vocab)
         background, validation, held_out = (s.map_examples(table.__getitem__)
                                             for s in (background, validation, held_out))
-    return Splits(background, held_out, test_groups, LAYOUTS[data.source], validation, vocab)
+    held_out_chars = ""
+    if fonts is not None and data.held_out_chars:
+        held_out_chars = with_homoglyphs(held_out_characters(data.held_out_chars, split_cfg.seed), fonts)
+        background, validation = (without_characters(s, fonts, held_out_chars) for s in (background, validation))
+    return Splits(background, held_out, test_groups, LAYOUTS[data.source], validation, vocab, fonts, held_out_chars)
 
 
 __all__ = [
