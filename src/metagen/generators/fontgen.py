@@ -1,0 +1,187 @@
+"""Content/style glyph translator (FUNIT, Liu et al. 2019, at glyph size): a character in a typeface.
+
+An example is a glyph pair `x: [B, 2, H, W]`: channel 0 the glyph in the typeface, channel 1 the same
+character in the reference face (see metagen.data.fonts). A content encoder maps the reference glyph to a
+spatial content code `[B, 4ch, H/4, W/4]`; a decoder of AdaIN residual blocks (Huang & Belongie 2017) turns
+it into the glyph, with the AdaIN scales and shifts computed from the style code `cond` (the set encoder
+of the k support glyphs, under the `context` learner). Without a style code (fine-tune, MAML, Reptile,
+scratch) the scales and shifts are parameters of their own, so adapting them adapts the style.
+
+The output is a Bernoulli image over the glyph's pixels given its content and style:
+    loss = -log p(glyph | reference, style) = BCE summed over pixels (nats per glyph)
+      [+ adv_weight * (hinge loss of a discriminator of (glyph, reference) pairs + the generator's term)],
+so `log_prob` is exact for the model; the adversarial term (off by default) follows gan.py: one scalar
+whose two terms reach only their own player's weights. `sample(n, cond, content=ref)` draws the pixel
+probabilities (the mean glyph) for the reference glyphs `ref: [n, 1, H, W]`; the pair is returned.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from torch.func import functional_call
+
+from metagen.config import GeneratorConfig
+from metagen.errors import ConfigError, DataError
+from metagen.generators.base import Generator
+from metagen.registry import GENERATORS
+
+
+class FontGenConfig(GeneratorConfig):
+    name: Literal["fontgen"] = "fontgen"
+    channels: int = Field(32, ge=4)  # first conv width; the content code has 4x this many channels
+    blocks: int = Field(2, ge=1)  # AdaIN residual blocks in the decoder (and plain ones in the content encoder)
+    style_hidden: int = Field(128, ge=1)  # MLP from the style code to the AdaIN parameters
+    adv_weight: float = Field(0.0, ge=0)  # 0: reconstruction only; > 0 adds a conditional hinge GAN term
+
+
+def _adain(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Instance-normalise h [B, C, h, w], then scale and shift per example and channel (gamma, beta [B, C])."""
+    return F.instance_norm(h) * (1 + gamma[..., None, None]) + beta[..., None, None]
+
+
+class ResBlock(nn.Module):
+    """h + conv(relu(norm(conv(relu(norm(h)))))) with instance norm, or AdaIN given (gamma, beta) [B, 2, C] each."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(ch, ch, 3, padding=1), nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, h: torch.Tensor, gamma: torch.Tensor | None = None,
+                beta: torch.Tensor | None = None) -> torch.Tensor:
+        if gamma is None or beta is None:
+            y = self.conv1(F.relu(F.instance_norm(h)))
+            return h + self.conv2(F.relu(F.instance_norm(y)))
+        y = self.conv1(F.relu(_adain(h, gamma[:, 0], beta[:, 0])))
+        return h + self.conv2(F.relu(_adain(y, gamma[:, 1], beta[:, 1])))
+
+
+class ContentEncoder(nn.Module):
+    """Reference glyphs [B, 1, H, W] -> content codes [B, 4ch, H/4, W/4]."""
+
+    def __init__(self, ch: int, blocks: int) -> None:
+        super().__init__()
+        self.down = nn.Sequential(
+            nn.Conv2d(1, ch, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), nn.ReLU(),  # H/2
+            nn.Conv2d(2 * ch, 4 * ch, 4, stride=2, padding=1), nn.ReLU(),  # H/4
+        )
+        self.blocks = nn.ModuleList(ResBlock(4 * ch) for _ in range(blocks))
+
+    def forward(self, ref: torch.Tensor) -> torch.Tensor:
+        h = self.down(ref)
+        for b in self.blocks:
+            h = b(h)
+        return h
+
+
+class Decoder(nn.Module):
+    """Content codes [B, 4ch, H/4, W/4] + AdaIN parameters [B, blocks, 2, 2, 4ch] -> glyph logits [B, 1, H, W]."""
+
+    def __init__(self, ch: int, blocks: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(4 * ch) for _ in range(blocks))
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2), nn.Conv2d(4 * ch, 2 * ch, 5, padding=2), nn.ReLU(),  # H/2
+            nn.Upsample(scale_factor=2), nn.Conv2d(2 * ch, ch, 5, padding=2), nn.ReLU(),  # H
+            nn.Conv2d(ch, 1, 7, padding=3),
+        )
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        h = content
+        for i, b in enumerate(self.blocks):
+            h = b(h, style[:, i, :, 0], style[:, i, :, 1])
+        return self.up(h)
+
+
+class PairDiscriminator(nn.Module):
+    """(glyph, reference) pairs [B, 2, H, W] -> scores [B]."""
+
+    def __init__(self, ch: int, size: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(2, ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * ch * (size // 4) ** 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[:, 0]
+
+
+@GENERATORS.register("fontgen")
+class FontGen(Generator):
+    Config = FontGenConfig
+    modality = "glyph pairs"
+    task_params = r"^(decoder|style)\."  # a hypernetwork emits the decoder and the style mapping
+
+    def __init__(self, cfg: FontGenConfig, example_shape: tuple[int, ...], cond_dim: int = 0,
+                 memory_dim: int = 0) -> None:
+        super().__init__(example_shape, cond_dim, memory_dim)
+        C, H, W = example_shape
+        if C != 2 or H != W or H % 4:
+            raise ConfigError(f"generator 'fontgen' needs glyph pairs [2, H, H] with H divisible by 4, got "
+                              f"{list(example_shape)}; use data.source = 'fonts' with an image_size divisible by 4")
+        self.cfg = cfg
+        ch, n = cfg.channels, cfg.blocks
+        self.style_shape = (n, 2, 2, 4 * ch)  # per block: two AdaIN layers, (gamma, beta) each
+        out = n * 2 * 2 * 4 * ch
+        if cond_dim:
+            self.style = nn.Sequential(nn.Linear(cond_dim, cfg.style_hidden), nn.ReLU(),
+                                       nn.Linear(cfg.style_hidden, out))
+        else:  # one style of its own, adapted by gradient learners
+            self.style_code = nn.Parameter(torch.zeros(out))
+        self.content = ContentEncoder(ch, n)
+        self.decoder = Decoder(ch, n)
+        self.disc = PairDiscriminator(ch, H) if cfg.adv_weight > 0 else None
+
+    def _style(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
+        cond = self.expand_cond(cond, batch)
+        flat = self.style_code.expand(batch, -1) if cond is None else self.style(cond)
+        return flat.view(batch, *self.style_shape)
+
+    def logits(self, ref: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Reference glyphs [B, 1, H, W] -> glyph logits [B, 1, H, W] in the style `cond`."""
+        return self.decoder(self.content(ref), self._style(cond, ref.shape[0]))
+
+    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+                 iw_samples: int = 1000) -> torch.Tensor:
+        """log p(glyph | reference, style) per pair, [B] nats (exact: pixels are independent given both)."""
+        self.check_input(x)
+        self.expand_memory(memory, x.shape[0])
+        logits = self.logits(x[:, 1:], cond)
+        return -F.binary_cross_entropy_with_logits(logits, x[:, :1], reduction="none").flatten(1).sum(1)
+
+    def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+             memory: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_input(x)
+        self.expand_memory(memory, x.shape[0])
+        logits = self.logits(x[:, 1:], cond)
+        nll = F.binary_cross_entropy_with_logits(logits, x[:, :1], reduction="none").flatten(1).sum(1).mean()
+        if self.disc is None:
+            return nll
+        fake = torch.cat([torch.sigmoid(logits), x[:, 1:]], 1)
+        d_loss = F.relu(1 - self.disc(x)).mean() + F.relu(1 + self.disc(fake.detach())).mean()
+        frozen = {k: v.detach() for k, v in self.disc.named_parameters()}
+        g_loss = -functional_call(self.disc, frozen, (fake,)).mean()
+        return nll + self.cfg.adv_weight * (d_loss + g_loss)
+
+    def sample(self, n: int, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, content: torch.Tensor | None = None) -> torch.Tensor:
+        """Glyph pairs [n, 2, H, W] for the reference glyphs `content` [n, 1, H, W]: the glyph's pixel
+        probabilities, and the reference."""
+        if content is None:
+            raise DataError("the font generator draws given characters: pass content= reference glyphs "
+                            "[n, 1, H, W] (metagen font / metagen stylize do)")
+        if content.dim() == 3:
+            content = content[:, None]
+        if content.shape[0] != n or tuple(content.shape[1:]) != (1, *self.example_shape[1:]):
+            raise DataError(f"content must be [{n}, 1, {self.example_shape[1]}, {self.example_shape[2]}], got "
+                            f"{list(content.shape)}")
+        self.expand_memory(memory, n)
+        content = content.float()
+        return torch.cat([torch.sigmoid(self.logits(content, cond)), content], 1)
