@@ -26,10 +26,10 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from metagen.checkpoint import atomic_write_text, checkpoint_path, load_learner
 from metagen.config import Config, Strict, from_dict, load_config, presets, read_toml
@@ -84,9 +84,19 @@ class BenchMethod(Strict):
         return self
 
 
+def positive_shots(v: list[int]) -> list[int]:
+    """A bench's shot counts, sorted and deduplicated; each must be >= 1."""
+    if not v or min(v) < 1:
+        raise ValueError("must be a non-empty list of positive shot counts")
+    return sorted(set(v))
+
+
+Shots = Annotated[list[int], AfterValidator(positive_shots)]
+
+
 class BenchPreset(Strict):
     description: str = ""
-    shots: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    shots: Shots = Field(default_factory=lambda: [1, 5, 10])
     seeds: list[int] = Field(default_factory=lambda: [0])  # each seed: its own training run and task draw
     queries: int = Field(10, ge=2)  # real images per task: NLL queries, FID/recall reference, classifier data
     samples: int = Field(20, ge=2)  # generated images per task and shot count
@@ -105,13 +115,6 @@ class BenchPreset(Strict):
     classify_iw_samples: int = Field(20, ge=1)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     methods: dict[str, BenchMethod]
-
-    @field_validator("shots")
-    @classmethod
-    def _shots(cls, v: list[int]) -> list[int]:
-        if not v or min(v) < 1:
-            raise ValueError("must be a non-empty list of positive shot counts")
-        return sorted(set(v))
 
     @field_validator("classify")
     @classmethod
@@ -135,6 +138,9 @@ def bench_presets() -> list[str]:
 def load_preset(name_or_path: str) -> tuple[str, BenchPreset]:
     """(name, preset) from a bench preset name or a TOML path."""
     name, raw = read_toml(name_or_path, "metagen.configs.bench", "bench preset")
+    if raw.get("kind") == "fonts":
+        raise ConfigError(f"bench preset '{name}' is a fonts bench (metagen.fontbench): run it with "
+                          f"`metagen bench --preset {name_or_path}`; it has no feature-network settings")
     try:
         return name, BenchPreset.model_validate(raw)
     except ValidationError as e:
