@@ -1,11 +1,12 @@
-"""Command line: metagen train | adapt | write | compose | sample | eval | bench | features train | demo | serve |
-presets."""
+"""Command line: metagen train | adapt | write | compose | font | stylize | sample | eval | bench | features train |
+demo | serve | presets."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from metagen.errors import MetagenError, one_line
 
@@ -67,6 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer, above 1: wilder")
     p.add_argument("--top-k", type=int, default=None, help="draw each token from the k likeliest only")
     p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+
+    p = sub.add_parser("font", help="draw characters in the typeface of a few glyph images (a font model)")
+    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint of a font model (data.source = fonts)")
+    p.add_argument("--support", nargs="+", required=True, metavar="IMAGE",
+                   help="glyph images of one typeface, any size and format, each named after its character "
+                        "(A.png, U+0416.png) unless --support-chars says which they are")
+    p.add_argument("--support-chars", default=None, help="the character of each support image, in order")
+    p.add_argument("--chars", default="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                   help="characters to draw (any that DejaVu Sans has)")
+    p.add_argument("--out", default="font.png", help="sheet PNG: the support, then the drawn characters")
+    p.add_argument("--each", default=None, metavar="DIR", help="also one PNG per character (U+0041.png)")
+    _add_common(p)
+
+    p = sub.add_parser("stylize", help="draw a content glyph in the style of a few glyphs (a font model)")
+    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint of a font model (data.source = fonts)")
+    p.add_argument("--content", required=True, metavar="IMAGE", help="the glyph whose shape to keep")
+    p.add_argument("--content-char", default=None, help="the character it shows (default: its file name); "
+                   "it places the glyph on the canvas as the reference face would")
+    p.add_argument("--style", nargs="+", required=True, metavar="IMAGE",
+                   help="glyphs in the target style, named after their characters unless --style-chars")
+    p.add_argument("--style-chars", default=None, help="the character of each style image, in order")
+    p.add_argument("--out", default="stylized.png", help="PNG: style glyphs | content | result")
     _add_common(p)
 
     p = sub.add_parser("sample", help="generate without a support set (new concepts from the prior)")
@@ -290,6 +314,52 @@ def cmd_compose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _font_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    from metagen import typeset
+
+    learner, ckpt, _device = _load(args)
+    typeset.check_font_model(learner, ckpt.config.data.source, str(ckpt.path))
+    return learner.cpu(), ckpt
+
+
+def cmd_font(args: argparse.Namespace) -> int:
+    from metagen import typeset
+
+    if not args.chars:
+        raise MetagenError("--chars is empty; name at least one character to draw")
+    learner, ckpt = _font_model(args)
+    size = ckpt.config.data.image_size
+    support = typeset.read_glyphs(args.support, typeset.chars_of_files(args.support, args.support_chars,
+                                                                       "--support-chars"), size)
+    drawn = typeset.draw(learner, support, typeset.reference_glyphs(args.chars, size))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    typeset.sheet([support[:, 0], drawn]).save(out)
+    msg = f"wrote {out} (first the {len(support)} support glyphs as read, then {len(args.chars)} characters)"
+    if args.each:
+        typeset.save_each(drawn, args.chars, Path(args.each))
+        msg += f" and one PNG per character in {args.each}/"
+    print(msg)
+    return 0
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from metagen import typeset
+
+    learner, ckpt = _font_model(args)
+    size = ckpt.config.data.image_size
+    style = typeset.read_glyphs(args.style, typeset.chars_of_files(args.style, args.style_chars, "--style-chars"),
+                                size)
+    content = typeset.read_glyphs([args.content], typeset.chars_of_files([args.content], args.content_char,
+                                                                         "--content-char"), size)[:, 0]
+    drawn = typeset.draw(learner, style, content)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    typeset.sheet([style[:, 0], content, drawn]).save(out)
+    print(f"wrote {out} (rows: the {len(style)} style glyphs, the content glyph, the result)")
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -328,6 +398,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from metagen.bench import bench_presets, run_bench
+    from metagen.config import read_toml
 
     if args.list:
         print("\n".join(bench_presets()))
@@ -335,6 +406,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.preset is None:
         raise MetagenError(f"give --preset, one of: {', '.join(bench_presets())} (or a TOML file)")
     out = args.out or str(Path("results") / f"bench-{Path(args.preset).stem}")
+    name, raw = read_toml(args.preset, "metagen.configs.bench", "bench preset")
+    if raw.get("kind") == "fonts":  # few-shot font generation has its own tasks and metrics
+        from metagen.fontbench import run_font_bench
+
+        run_font_bench(name, raw, out, args.runs, methods=args.methods, data_dir=args.data_dir,
+                       device=args.device or "cpu", progress=not args.quiet, quiet=args.quiet)
+        print(f"results: {Path(out) / 'report.json'}, report.md and sample sheets in {out}/")
+        return 0
     run_bench(args.preset, out, args.runs, seeds=args.seeds, methods=args.methods, data_dir=args.data_dir,
               device=args.device or "cpu", docs=args.docs, progress=not args.quiet)
     print((Path(out) / "results.md").read_text())
@@ -377,7 +456,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "write": cmd_write, "sample": cmd_sample, "eval": cmd_eval,
-            "bench": cmd_bench, "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets,
+            "bench": cmd_bench, "font": cmd_font, "stylize": cmd_stylize,
+            "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets,
             "serve": cmd_serve, "compose": cmd_compose}
 
 if __name__ == "__main__":

@@ -75,6 +75,20 @@ def load_image(source: str | Path | bytes, size: int, layout: Layout, name: str 
 
     `name` labels bytes in error messages. Anything that does not decode to an image with ink is a `DataError`.
     """
+    label = name or ("upload" if isinstance(source, bytes) else str(source))
+    arr = _decode(source, name, lambda im: binarize(im, size, layout))
+    if arr.sum() == 0:
+        raise DataError(f"image '{label}' has no ink after binarization; use dark strokes on a light background")
+    return torch.from_numpy(arr).float().unsqueeze(0)
+
+
+def read_coverage(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
+    """Ink coverage float32 [H, W] in [0, 1] of one image file or its bytes, at its own size; one-line errors."""
+    return _decode(source, name, ink)
+
+
+def _decode(source: str | Path | bytes, name: str | None, convert: Any) -> np.ndarray:
+    """Open an image safely and apply `convert` (PIL image -> array) to it."""
     if isinstance(source, bytes):
         label, fp = name or "upload", io.BytesIO(source)
     else:
@@ -91,7 +105,7 @@ def load_image(source: str | Path | bytes, size: int, layout: Layout, name: str 
                 raise DataError(f"image '{label}' is {w}x{h} pixels, more than this reader takes "
                                 f"({MAX_PIXELS // 1_000_000} megapixels); scale it down first")
             im.load()
-            arr = binarize(ImageOps.exif_transpose(im), size, layout)
+            arr = convert(ImageOps.exif_transpose(im))
     except DataError:
         raise
     except Image.DecompressionBombError:  # Pillow's own, far larger limit
@@ -99,9 +113,7 @@ def load_image(source: str | Path | bytes, size: int, layout: Layout, name: str 
                         "megapixels); scale it down first") from None
     except Exception as e:  # Pillow's decoders raise many types on damaged files
         raise DataError(f"cannot read image '{label}' ({e.__class__.__name__}); give a PNG, JPEG, BMP or GIF") from None
-    if arr.sum() == 0:
-        raise DataError(f"image '{label}' has no ink after binarization; use dark strokes on a light background")
-    return torch.from_numpy(arr).float().unsqueeze(0)
+    return arr
 
 
 def load_support(paths: list[str | Path], size: int | None = None, layout: Layout | None = None, *,
