@@ -91,6 +91,13 @@ def sample_tasks(learner: MetaLearner, tasks: Tasks, shots: int, n: int, seed: i
     return torch.stack([learner.adapt(tasks.support[t, :shots]).sample(n, generator=g) for t in range(len(tasks))])
 
 
+def draw_queries(learner: MetaLearner, tasks: Tasks, shots: int) -> torch.Tensor:
+    """Fonts: [R, Q, 1, H, W] the queries' characters drawn in each task's typeface (from `shots` glyphs)."""
+    return torch.stack([learner.adapt(tasks.support[t, :shots]).sample(tasks.query.shape[1],
+                                                                       content=tasks.query[t, :, 1:])[:, :1]
+                        for t in range(len(tasks))])
+
+
 def fit_copy(config: Config, splits: Splits, device: torch.device | str = "cpu") -> Method:
     """The copy baseline's one parameter (pixel-flip rate), fitted on background tasks in a few seconds."""
     from metagen.train import Trainer
@@ -197,7 +204,8 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
             from None
     splits = load_splits(config.data, config.split, data_dir)
     text = config.data.is_text
-    if include_copy and not text and not any(m.learner.cfg.name == "copy" for m in methods):
+    fonts = config.data.source == "fonts"  # glyph pairs: NLL of the glyph given its reference; no copy baseline
+    if include_copy and not text and not fonts and not any(m.learner.cfg.name == "copy" for m in methods):
         methods.append(fit_copy(config, splits, dev))
     tasks = fixed_tasks(splits.held_out, max(ev.shots), ev.queries, ev.seed, ev.max_tasks, ev.episodes).to(dev)
     out = Path(out_dir)
@@ -207,7 +215,8 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
                  "image_size": config.data.image_size,
                  "task_concepts": [splits.held_out.names[c] for c in tasks.concepts.tolist()]},
         "iw_samples": ev.iw_samples, "shots": ev.shots, "seed": ev.seed, "methods": {},
-        "unit": ("bits/token" if config.data.source == "tunes" else "bits/character") if text else "nats/image",
+        "unit": ("bits/token" if config.data.source == "tunes" else "bits/character") if text else
+                "nats/glyph (given its reference glyph)" if fonts else "nats/image",
     }
     bar = tqdm(total=len(methods) * len(ev.shots) * len(tasks), desc="eval", unit="task", disable=not progress,
                dynamic_ncols=True)
@@ -219,12 +228,17 @@ def evaluate(checkpoints: list[str | Path], out_dir: str | Path, *, shots: list[
             bar.set_description(f"eval {m.name}")
             t0 = time.perf_counter()
             curve = nll_curve(m.learner, tasks, ev.shots, ev.iw_samples, ev.seed, bar)
-            samples = sample_tasks(m.learner, rows, grid_k, grid_samples, ev.seed)
-            if text:
+            if fonts:  # the support glyphs, then the queries' characters drawn in the typeface
+                with torch.enable_grad():
+                    drawn = draw_queries(m.learner, rows, grid_k)
+                grid = save_png(task_grid(rows.support[:, :grid_k, :1], drawn), out / f"samples_{_slug(m.name)}.png")
+            elif text:
+                samples = sample_tasks(m.learner, rows, grid_k, grid_samples, ev.seed)
                 grid = write_texts(rows.support[:, :grid_k], samples, CharVocab(config.data.vocab),
                                    out / f"samples_{_slug(m.name)}.txt",
                                    [splits.held_out.names[c] for c in rows.concepts.tolist()])
             else:
+                samples = sample_tasks(m.learner, rows, grid_k, grid_samples, ev.seed)
                 grid = save_png(task_grid(rows.support[:, :grid_k], samples), out / f"samples_{_slug(m.name)}.png")
             report["methods"][m.name] = {
                 "source": m.source, "train_steps": m.train_steps, "eval_seconds": time.perf_counter() - t0,

@@ -275,3 +275,16 @@ def test_user_glyphs_land_in_the_reference_box() -> None:
     assert F.l1_loss(torch.from_numpy(placed).float(), torch.from_numpy(ref).float()) < 0.05
     with pytest.raises(DataError, match="no glyph"):
         reference_glyphs("中", 28)
+
+
+def test_eval_scores_glyphs_given_their_reference(trained: Path, tmp_path: Path) -> None:
+    import json
+
+    from metagen.cli import main
+
+    assert main(["eval", "--checkpoint", str(trained), "--out", str(tmp_path / "eval"), "--shots", "1", "3"]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["unit"].startswith("nats/glyph") and list(report["methods"]) == ["context"]  # no copy baseline
+    nll = report["methods"]["context"]["nll"]
+    assert all(math.isfinite(nll[k]["nll"]) and 0 < nll[k]["nll"] < 28 * 28 * math.log(2) for k in ("1", "3"))
+    assert Image.open(tmp_path / "eval" / report["methods"]["context"]["samples_png"]).size[0] > 0

@@ -53,9 +53,9 @@ MIN_FACES = 8
 # `make setup-fonts` apt-installs these (docs/results.md lists the faces each contributes).
 PACKAGES = (
     "fonts-dejavu-core", "fonts-dejavu-extra", "fonts-liberation", "fonts-liberation2", "fonts-noto-core",
-    "fonts-noto-mono", "fonts-texgyre", "fonts-urw-base35", "fonts-freefont-ttf", "fonts-croscore",
+    "fonts-noto-mono", "fonts-urw-base35", "fonts-freefont-ttf", "fonts-croscore",
     "fonts-crosextra-carlito", "fonts-crosextra-caladea", "fonts-open-sans", "fonts-lato", "fonts-cantarell",
-    "fonts-linuxlibertine", "fonts-ebgaramond", "fonts-paratype", "fonts-cmu", "fonts-lmodern", "fonts-inter",
+    "fonts-linuxlibertine", "fonts-ebgaramond", "fonts-paratype", "fonts-cmu", "fonts-inter",
     "fonts-firacode", "fonts-hack", "fonts-comic-neue", "fonts-league-spartan", "fonts-junicode", "fonts-stix",
     "fonts-adf-accanthis", "fonts-adf-gillius", "fonts-adf-universalis", "fonts-adf-berenis", "fonts-adf-ikarius",
     "fonts-adf-oldania", "fonts-adf-romande", "fonts-adf-switzera", "fonts-adf-tribun", "fonts-adf-verana",
