@@ -106,8 +106,9 @@ def test_splits_hold_out_whole_families_and_characters() -> None:
         assert sum(torch.equal(r, h) for r in e[:, 1] for h in hidden) >= 4
 
 
-def test_fontgen_likelihood_is_the_bernoulli_of_its_logits() -> None:
-    cfg = from_dict(fonts_config())
+@pytest.mark.parametrize("modulate", ["blocks", "all"])
+def test_fontgen_likelihood_is_the_bernoulli_of_its_logits(modulate: str) -> None:
+    cfg = from_dict(fonts_config(generator={"modulate": modulate}))
     gen = build_generator(cfg.generator, (2, 28, 28), cond_dim=16)
     x = torch.rand(3, 2, 28, 28).round()
     cond = torch.randn(3, 16)
@@ -119,6 +120,8 @@ def test_fontgen_likelihood_is_the_bernoulli_of_its_logits() -> None:
     out = gen.sample(3, cond, content=x[:, 1:])
     assert out.shape == (3, 2, 28, 28) and torch.equal(out[:, 1], x[:, 1])
     assert torch.allclose(out[:, :1], p, atol=1e-6)
+    other = gen.sample(3, torch.randn(3, 16), content=x[:, 1:])  # another style, the same characters
+    assert (other[:, 0] - out[:, 0]).abs().mean() > 1e-4
     with pytest.raises(DataError, match="content="):
         gen.sample(3, cond)
     with pytest.raises(DataError, match=r"content must be \[3, 1, 28, 28\]"):

@@ -37,6 +37,9 @@ class FontGenConfig(GeneratorConfig):
     blocks: int = Field(2, ge=1)  # AdaIN residual blocks in the decoder (and plain ones in the content encoder)
     style_hidden: int = Field(128, ge=1)  # MLP from the style code to the AdaIN parameters
     adv_weight: float = Field(0.0, ge=0)  # 0: reconstruction only; > 0 adds a conditional hinge GAN term
+    # Where the style enters: the residual blocks at H/4 only (FUNIT), or also both upsampling layers (H/2, H),
+    # where stroke weight and serifs are drawn.
+    modulate: Literal["blocks", "all"] = "blocks"
 
 
 def _adain(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -80,22 +83,37 @@ class ContentEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Content codes [B, 4ch, H/4, W/4] + AdaIN parameters [B, blocks, 2, 2, 4ch] -> glyph logits [B, 1, H, W]."""
+    """Content codes [B, 4ch, H/4, W/4] + AdaIN parameters -> glyph logits [B, 1, H, W].
 
-    def __init__(self, ch: int, blocks: int) -> None:
+    The style is a flat vector [B, style_size]: per residual block two AdaIN layers' (gamma, beta) of 4ch
+    channels, then, with `modulate_up`, (gamma, beta) of the two upsampling layers' 2ch and ch channels."""
+
+    def __init__(self, ch: int, blocks: int, modulate_up: bool = False) -> None:
         super().__init__()
+        self.ch, self.modulate_up = ch, modulate_up
         self.blocks = nn.ModuleList(ResBlock(4 * ch) for _ in range(blocks))
         self.up = nn.Sequential(
             nn.Upsample(scale_factor=2), nn.Conv2d(4 * ch, 2 * ch, 5, padding=2), nn.ReLU(),  # H/2
             nn.Upsample(scale_factor=2), nn.Conv2d(2 * ch, ch, 5, padding=2), nn.ReLU(),  # H
             nn.Conv2d(ch, 1, 7, padding=3),
         )
+        self.style_size = blocks * 2 * 2 * 4 * ch + (2 * (2 * ch + ch) if modulate_up else 0)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        B, n, c4 = style.shape[0], len(self.blocks), 4 * self.ch
+        blocks = style[:, : n * 4 * c4].view(B, n, 2, 2, c4)  # [B, block, layer, (gamma, beta), C]
         h = content
         for i, b in enumerate(self.blocks):
-            h = b(h, style[:, i, :, 0], style[:, i, :, 1])
-        return self.up(h)
+            h = b(h, blocks[:, i, :, 0], blocks[:, i, :, 1])
+        if not self.modulate_up:
+            return self.up(h)
+        ups = style[:, n * 4 * c4 :]
+        for upsample, conv in ((self.up[0], self.up[1]), (self.up[3], self.up[4])):
+            h = conv(upsample(h))
+            C = h.shape[1]
+            h = F.relu(_adain(h, ups[:, :C], ups[:, C : 2 * C]))
+            ups = ups[:, 2 * C :]
+        return self.up[6](h)
 
 
 class PairDiscriminator(nn.Module):
@@ -128,21 +146,19 @@ class FontGen(Generator):
                               f"{list(example_shape)}; use data.source = 'fonts' with an image_size divisible by 4")
         self.cfg = cfg
         ch, n = cfg.channels, cfg.blocks
-        self.style_shape = (n, 2, 2, 4 * ch)  # per block: two AdaIN layers, (gamma, beta) each
-        out = n * 2 * 2 * 4 * ch
+        self.decoder = Decoder(ch, n, modulate_up=cfg.modulate == "all")
+        out = self.decoder.style_size
         if cond_dim:
             self.style = nn.Sequential(nn.Linear(cond_dim, cfg.style_hidden), nn.ReLU(),
                                        nn.Linear(cfg.style_hidden, out))
         else:  # one style of its own, adapted by gradient learners
             self.style_code = nn.Parameter(torch.zeros(out))
         self.content = ContentEncoder(ch, n)
-        self.decoder = Decoder(ch, n)
         self.disc = PairDiscriminator(ch, H) if cfg.adv_weight > 0 else None
 
     def _style(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
         cond = self.expand_cond(cond, batch)
-        flat = self.style_code.expand(batch, -1) if cond is None else self.style(cond)
-        return flat.view(batch, *self.style_shape)
+        return self.style_code.expand(batch, -1) if cond is None else self.style(cond)  # [B, style_size]
 
     def logits(self, ref: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Reference glyphs [B, 1, H, W] -> glyph logits [B, 1, H, W] in the style `cond`."""
