@@ -11,6 +11,7 @@ from test_contract import LEARNER_CFG
 from toy import toy_tasks, toy_text_tasks
 
 from metagen.config import from_dict
+from metagen.data.episodes import Tasks
 from metagen.errors import ConfigError
 from metagen.meta import build_learner
 from metagen.registry import GENERATORS, LEARNERS
@@ -23,7 +24,9 @@ GEN_CFG = {
     "gan": {"latent_dim": 4, "channels": 4},
     "lstm": {"vocab_size": 10, "embed_dim": 8, "hidden": 16},
     "transformer": {"vocab_size": 10, "dim": 16, "heads": 2, "layers": 1},
+    "fontgen": {"channels": 4, "blocks": 1, "style_hidden": 8},
 }
+PAIRS = {"fontgen"}  # glyph pairs [2, H, W] of the fonts data: sampled given reference glyphs
 TEXT = {"lstm", "transformer"}
 REFUSED = {
     ("flow", "attention"), ("diffusion", "attention"), ("gan", "attention"),  # no attention over a memory
@@ -32,6 +35,7 @@ REFUSED = {
     ("lstm", "copy"), ("transformer", "copy"),  # copy's likelihood is for binary images
     ("flow", "spatial"), ("diffusion", "spatial"), ("gan", "spatial"),  # cannot read a context map
     ("lstm", "spatial"), ("transformer", "spatial"),
+    ("fontgen", "attention"), ("fontgen", "spatial"), ("fontgen", "copy"),
 }
 SHAPE = (1, 8, 8)  # toy_tasks' images
 
@@ -41,7 +45,8 @@ def test_the_table_covers_every_registered_family():
 
 
 def _config(family: str, learner: str):
-    return from_dict({"data": {"source": "fortunes" if family in TEXT else "glyphs"},
+    source = "fortunes" if family in TEXT else "fonts" if family in PAIRS else "glyphs"
+    return from_dict({"data": {"source": source},
                       "generator": {"name": family, **GEN_CFG[family]},
                       "learner": {"name": learner, **LEARNER_CFG[learner]}})
 
@@ -55,16 +60,21 @@ def test_pair_works_or_is_refused_in_one_line(family, learner):
         assert "\n" not in str(err.value) and family in str(err.value)
         return
     torch.manual_seed(0)
-    shape = (12,) if family in TEXT else SHAPE
+    shape = (12,) if family in TEXT else (2, 8, 8) if family in PAIRS else SHAPE
     model = build_learner(_config(family, learner), shape)
     tasks = toy_text_tasks() if family in TEXT else toy_tasks(T=2, K=3, Q=2, dtype=torch.float32)
+    options = {}
+    if family in PAIRS:  # a second channel: the reference glyphs
+        tasks = Tasks(*(torch.cat([x, x.flip(-1)], 2) for x in (tasks.support, tasks.query)), tasks.concepts,
+                      tasks.support_ids, tasks.query_ids)
+        options = {"content": tasks.query[0, :2, 1:]}
     if model.meta_trained:
         loss = model.meta_loss(tasks)
         assert loss.dim() == 0 and torch.isfinite(loss)
         loss.backward()
     with torch.no_grad():
         adapted = model.adapt(tasks.support[0])
-        x = adapted.sample(2, generator=torch.Generator().manual_seed(0))
+        x = adapted.sample(2, generator=torch.Generator().manual_seed(0), **options)
         assert x.shape == (2, *shape) and x.min() >= 0 and x.max() <= (9 if family in TEXT else 1)
         if adapted.has_log_prob:
             assert torch.isfinite(adapted.log_prob(tasks.query[0], iw_samples=2)).all()

@@ -74,7 +74,7 @@ class CopySupport(MetaLearner):
     def incompatible(cls, generator: type[Generator]) -> str | None:
         if generator.modality != "images":
             return (f"learner 'copy' has a likelihood for binary images only (pixel flips); generator "
-                    f"'{generator.registry_name}' models text")
+                    f"'{generator.registry_name}' models {generator.modality}")
         return None
 
     def __init__(self, cfg: CopyConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
