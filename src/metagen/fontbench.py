@@ -64,6 +64,9 @@ class FontBenchPreset(Strict):
     bootstrap: int = Field(200, ge=0)
     sheet_faces: int = Field(4, ge=0)  # sample sheets written for this many held-out typefaces
     sheet_chars: int = Field(24, ge=1)  # target characters per sheet row
+    # Score the learned methods' most likely glyph (pixel probability > 0.5, binary like the data) instead
+    # of their pixel probabilities (the mean glyph, soft where the model is unsure).
+    binarize: bool = False
     methods: dict[str, BenchMethod] = Field(default_factory=dict)  # learners; the baselines are always added
 
 
@@ -172,8 +175,8 @@ class Retrieval(Method):
 
 
 class Learned(Method):
-    def __init__(self, name: str, learner: MetaLearner) -> None:
-        self.name, self.learner = name, learner
+    def __init__(self, name: str, learner: MetaLearner, binarize: bool = False) -> None:
+        self.name, self.learner, self.binarize = name, learner, binarize
 
     @torch.no_grad()
     def _sample(self, adapted: Any, refs: torch.Tensor) -> torch.Tensor:
@@ -182,7 +185,8 @@ class Learned(Method):
     def draw(self, support: torch.Tensor, support_chars: str, refs: torch.Tensor, chars: str) -> torch.Tensor:
         with torch.enable_grad():  # gradient learners take their inner steps here
             adapted = self.learner.adapt(support.float())
-        return self._sample(adapted, refs).clamp(0, 1)
+        p = self._sample(adapted, refs).clamp(0, 1)
+        return (p > 0.5).float() if self.binarize else p
 
 
 # -- classifiers and metrics -------------------------------------------------------------------------------
@@ -307,7 +311,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
         config = config or cfg
         trained = train_or_reuse(cfg, Path(runs_dir) / f"{name}-{_slug(m)}", data_dir, dev, progress,
                                  p.methods[m].checkpoint)
-        learned.append(Learned(m, trained.learner.cpu().eval()))
+        learned.append(Learned(m, trained.learner.cpu().eval(), p.binarize))
     if config is None:
         from metagen.config import load_config
 

@@ -291,3 +291,15 @@ def test_eval_scores_glyphs_given_their_reference(trained: Path, tmp_path: Path)
     nll = report["methods"]["context"]["nll"]
     assert all(math.isfinite(nll[k]["nll"]) and 0 < nll[k]["nll"] < 28 * 28 * math.log(2) for k in ("1", "3"))
     assert Image.open(tmp_path / "eval" / report["methods"]["context"]["samples_png"]).size[0] > 0
+
+
+def test_the_bench_can_score_the_most_likely_glyph(trained: Path, fonts: FontData) -> None:
+    from metagen.checkpoint import load_learner
+    from metagen.fontbench import Learned
+
+    learner, _ = load_learner(trained, verbose=False)
+    support, refs = _pairs(fonts, "DejaVu Sans Bold", "HOW"), _pairs(fonts, "DejaVu Sans Bold", "ab")[:, 1]
+    soft = Learned("soft", learner).draw(support, "HOW", refs, "ab")
+    hard = Learned("hard", learner, binarize=True).draw(support, "HOW", refs, "ab")
+    assert set(hard.unique().tolist()) <= {0.0, 1.0} and torch.equal(hard, (soft > 0.5).float())
+    assert ((soft > 0) & (soft < 1)).any()
