@@ -303,3 +303,12 @@ def test_the_bench_can_score_the_most_likely_glyph(trained: Path, fonts: FontDat
     hard = Learned("hard", learner, binarize=True).draw(support, "HOW", refs, "ab")
     assert set(hard.unique().tolist()) <= {0.0, 1.0} and torch.equal(hard, (soft > 0.5).float())
     assert ((soft > 0) & (soft < 1)).any()
+
+
+def test_few_system_fonts_say_how_to_get_the_rest(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    import metagen.data.fonts as fonts_module
+
+    monkeypatch.setattr(fonts_module, "DEFAULT_DIRS", (MPL_FONTS,))
+    assert len(fonts_module.load_fonts(None, list(SCRIPTS), 28, progress=False).concepts) == 21
+    assert "make setup-fonts" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ CAP_HEIGHT, BASELINE = 0.42, 0.70  # fractions of the canvas
 DUPLICATE_PIXELS = 0.002  # faces whose renders differ in fewer pixels than this fraction are one face
 MIN_DISTINCT = 30  # a face with fewer distinct Latin/digit renders is a symbol face
 MIN_FACES = 8
+FEW_FACES = 300  # with the default folders, fewer than this means the font packages are not installed
 
 # `make setup-fonts` apt-installs these (docs/results.md lists the faces each contributes).
 PACKAGES = (
@@ -253,6 +255,9 @@ def load_fonts(dirs: list[str] | tuple[str, ...] | None = None, scripts: list[st
     if len(data.concepts) < MIN_FACES:
         raise DataError(f"found {len(data.concepts)} usable typefaces under {', '.join(dirs)} (need {MIN_FACES}); "
                         "run `make setup-fonts` to install the font packages")
+    if dirs == DEFAULT_DIRS and len(data.concepts) < FEW_FACES:
+        print(f"metagen: only {len(data.concepts)} typefaces under {', '.join(dirs)}; `make setup-fonts` installs "
+              "the ~600 the presets are made for", file=sys.stderr)
     return data
 
 
