@@ -91,7 +91,6 @@ class FontTask:
 
 def font_tasks(splits: Splits, p: FontBenchPreset) -> tuple[list[FontTask], dict[int, list[int]]]:
     """Tasks over the held-out typefaces and each face's A half (the typeface classifier's training glyphs)."""
-    fonts = _fonts(splits)
     chars = _face_chars(splits)
     rng = np.random.default_rng(p.seed)
     faces = list(range(len(splits.held_out)))
@@ -111,7 +110,6 @@ def font_tasks(splits: Splits, p: FontBenchPreset) -> tuple[list[FontTask], dict
         half_a[f] = a
         for _ in range(p.episodes):
             tasks.append(FontTask(f, rng.permutation(a)[:k].tolist(), b, unseen))
-    del fonts
     return tasks, half_a
 
 
