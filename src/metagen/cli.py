@@ -1,5 +1,5 @@
-"""Command line: metagen train | adapt | write | compose | font | stylize | sample | eval | bench | features train |
-demo | serve | presets."""
+"""Command line: metagen train | search | adapt | write | compose | font | stylize | sample | eval | bench |
+features train | demo | serve | presets."""
 
 from __future__ import annotations
 
@@ -30,6 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="shorthand for --set train.steps=N")
     p.add_argument("--seed", type=int, default=None, help="shorthand for --set train.seed=N")
     p.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
+    _add_common(p)
+
+    p = sub.add_parser("search", help="search the generator's architecture by meta-validation on held-out "
+                       "background groups (Optuna); writes the best as a preset")
+    p.add_argument("--config", required=True, help="the preset whose data, split and training the search keeps")
+    p.add_argument("--budget-minutes", type=float, default=60.0, help="minutes of trials in all (default 60)")
+    p.add_argument("--trial-minutes", type=float, default=4.0,
+                   help="meta-training minutes of a trial that is not pruned (default 4)")
+    p.add_argument("--val-groups", type=int, default=1,
+                   help="background groups held out to score trials (default 1); the test groups are never read")
+    p.add_argument("--shots", type=int, default=5, help="support examples of a scoring task (default 5)")
+    p.add_argument("--trials", type=int, default=None, help="stop after this many trials (default: the budget)")
+    p.add_argument("--out", default=None, help="search folder (default: runs/search-<config name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the base config (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="the search's seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the search folder's study")
     _add_common(p)
 
     p = sub.add_parser("serve", help="a local web app: upload or draw a few examples, get samples back")
@@ -175,6 +192,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or str(Path("runs") / Path(args.config).stem)
     result = train(config, out, resume=args.resume, data_dir=args.data_dir, progress=not args.quiet)
     print(f"checkpoint: {result.checkpoint} (step {result.step})")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from metagen.config import load_config
+    from metagen.search import BEST_FILE, SearchSettings, search
+
+    overrides = list(args.overrides) + ([f"train.device={args.device!r}"] if args.device else [])
+    config = load_config(args.config, overrides)
+    out = Path(args.out or Path("runs") / f"search-{Path(args.config).stem}")
+    settings = SearchSettings(budget_minutes=args.budget_minutes, trial_minutes=args.trial_minutes,
+                              val_groups=args.val_groups, shots=args.shots, seed=args.seed, n_trials=args.trials)
+    summary = search(config, out, settings, resume=args.resume, data_dir=args.data_dir,
+                     source=f"--config {args.config}", progress=not args.quiet)
+    best = summary["best"]
+    print(f"best of {summary['trials']} trials ({summary['minutes']:.1f} min): trial {best['trial']}, "
+          f"{best['nll']:.2f} nats/image at {args.shots} shots; {best['params']}")
+    print(f"preset: {out / BEST_FILE} (metagen train --config {out / BEST_FILE}); every trial: {out / 'trials.csv'}")
     return 0
 
 
@@ -458,7 +493,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "adapt": cmd_adapt, "write": cmd_write, "sample": cmd_sample, "eval": cmd_eval,
             "bench": cmd_bench, "font": cmd_font, "stylize": cmd_stylize,
             "features": cmd_features, "demo": cmd_demo, "presets": cmd_presets,
-            "serve": cmd_serve, "compose": cmd_compose}
+            "serve": cmd_serve, "compose": cmd_compose, "search": cmd_search}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -129,6 +129,9 @@ class TrainConfig(Strict):
     val_every: int = Field(0, ge=0)
     # Stop when this many validations in a row bring no better validation loss; 0 trains all `steps`.
     patience: int = Field(0, ge=0)
+    # Stop after this many wall-clock minutes of this invocation (a checkpoint is saved); None: no time limit.
+    # Runs compared "at equal CPU minutes" use it.
+    max_minutes: float | None = Field(None, gt=0)
 
     @field_validator("betas")
     @classmethod

@@ -7,14 +7,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ConvEncoder(nn.Module):
-    """Images [B, C, H, W] -> features [B, out_dim]: two stride-2 convolutions and a linear layer."""
+def conv_blocks(channels: int, depth: int, kernel: int) -> nn.Sequential:
+    """`depth` size-preserving `kernel` x `kernel` convolutions with ELUs (empty, without parameters, at 0)."""
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(channels, channels, kernel, padding=kernel // 2), nn.ELU()]
+    return nn.Sequential(*layers)
 
-    def __init__(self, in_channels: int, size: int, channels: int, out_dim: int) -> None:
+
+class ConvEncoder(nn.Module):
+    """Images [B, C, H, W] -> features [B, out_dim]: two stride-2 convolutions, `depth` more convolutions at
+    H/4, and a linear layer. `kernel` (odd) is the convolutions' size."""
+
+    def __init__(self, in_channels: int, size: int, channels: int, out_dim: int, depth: int = 0,
+                 kernel: int = 3) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, stride=2, padding=1), nn.ELU(),  # [B, ch, H/2, W/2]
-            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.ELU(),  # [B, 2ch, H/4, W/4]
+            nn.Conv2d(in_channels, channels, kernel, stride=2, padding=kernel // 2), nn.ELU(),  # [B, ch, H/2, W/2]
+            nn.Conv2d(channels, 2 * channels, kernel, stride=2, padding=kernel // 2), nn.ELU(),  # [B, 2ch, H/4, W/4]
+            *conv_blocks(2 * channels, depth, kernel),  # [B, 2ch, H/4, W/4]
         )
         flat = 2 * channels * ((size + 3) // 4) ** 2
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, out_dim), nn.ELU())
@@ -47,21 +58,24 @@ def example_encoder(example_shape: tuple[int, ...], width: int, out_dim: int, vo
 
 
 class ConvDecoder(nn.Module):
-    """Vectors [B, in_dim] -> logits [B, C, H, W]: a linear layer and two stride-2 transposed convolutions."""
+    """Vectors [B, in_dim] -> logits [B, C, H, W]: a linear layer, `depth` convolutions (size `kernel`) at H/4 and
+    two stride-2 transposed convolutions."""
 
-    def __init__(self, in_dim: int, out_channels: int, size: int, channels: int) -> None:
+    def __init__(self, in_dim: int, out_channels: int, size: int, channels: int, depth: int = 0,
+                 kernel: int = 3) -> None:
         super().__init__()
         if size % 4:
             raise ValueError(f"image size must be a multiple of 4, got {size}")
         self.shape = (2 * channels, size // 4, size // 4)
         self.fc = nn.Sequential(nn.Linear(in_dim, 2 * channels * (size // 4) ** 2), nn.ELU())
+        self.blocks = conv_blocks(2 * channels, depth, kernel)  # [B, 2ch, H/4, W/4]
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1), nn.ELU(),  # [B, ch, H/2, W/2]
             nn.ConvTranspose2d(channels, out_channels, 4, stride=2, padding=1),  # [B, C, H, W]
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.fc(h).view(-1, *self.shape))
+        return self.deconv(self.blocks(self.fc(h).view(-1, *self.shape)))
 
 
 class MapEncoder(nn.Module):
@@ -99,7 +113,8 @@ class MapDecoder(nn.Module):
     context map, resampled to each scale, joins the features at H/4 and H/2 (the skips of a U-Net whose
     encoder saw the support set instead of the image)."""
 
-    def __init__(self, in_dim: int, out_channels: int, size: int, channels: int, map_channels: int) -> None:
+    def __init__(self, in_dim: int, out_channels: int, size: int, channels: int, map_channels: int, depth: int = 0,
+                 kernel: int = 3) -> None:
         super().__init__()
         if size % 4:
             raise ValueError(f"image size must be a multiple of 4, got {size}")
@@ -108,13 +123,15 @@ class MapDecoder(nn.Module):
         self.shape = (2 * ch, size // 4, size // 4)
         self.fc = nn.Sequential(nn.Linear(in_dim, 2 * ch * (size // 4) ** 2), nn.ELU())
         self.mix4 = nn.Sequential(nn.Conv2d(2 * ch + m, 2 * ch, 3, padding=1), nn.ELU())
+        self.blocks = conv_blocks(2 * ch, depth, kernel)  # [B, 2ch, H/4, W/4], after the map joins
         self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * ch, ch, 4, stride=2, padding=1), nn.ELU())
         self.mix2 = nn.Sequential(nn.Conv2d(ch + m, ch, 3, padding=1), nn.ELU())
         self.up1 = nn.ConvTranspose2d(ch, out_channels, 4, stride=2, padding=1)
 
     def forward(self, h: torch.Tensor, cond_map: torch.Tensor) -> torch.Tensor:
         x = self.fc(h).view(-1, *self.shape)  # [B, 2ch, H/4, W/4]
-        x = self.up2(self.mix4(torch.cat([x, resample(cond_map, (self.size // 4,) * 2)], 1)))  # [B, ch, H/2, W/2]
+        x = self.mix4(torch.cat([x, resample(cond_map, (self.size // 4,) * 2)], 1))  # [B, 2ch, H/4, W/4]
+        x = self.up2(self.blocks(x))  # [B, ch, H/2, W/2]
         return self.up1(self.mix2(torch.cat([x, resample(cond_map, (self.size // 2,) * 2)], 1)))  # [B, C, H, W]
 
 

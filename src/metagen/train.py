@@ -159,7 +159,7 @@ class Trainer:
                                       "or choose a new --out")
             if self.writes:
                 atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
-        if not resume:
+        if not resume and self.step == 0:  # a Trainer may fit again to continue (architecture search does)
             torch.manual_seed(cfg.seed)
         if self.group.world > 1:  # each process its own noise (the checkpoint holds rank 0's stream only)
             torch.manual_seed(cfg.seed + self.group.rank + 7919 * self.step)
@@ -188,6 +188,8 @@ class Trainer:
                 if self.val_tasks is not None and cfg.val_every and self.step % cfg.val_every == 0:
                     val_loss = self._validate_and_keep_best(logs)
                     stop = bool(cfg.patience) and self.step - self.best_step >= cfg.patience * cfg.val_every
+                timed_out = cfg.max_minutes is not None and time.perf_counter() - t0 >= 60 * cfg.max_minutes
+                stop = stop or timed_out
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
                     rate = window_tasks / max(time.perf_counter() - window_t, 1e-9)
                     row = {"step": self.step, "loss": window_loss / window_steps, "val_loss": val_loss,
@@ -201,6 +203,10 @@ class Trainer:
                     val_loss = ""
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
                     self.save()
+                if stop and timed_out:
+                    if self.progress:
+                        print(f"stopped at step {self.step}: train.max_minutes = {cfg.max_minutes:g} reached")
+                    break
                 if stop:
                     if self.progress:
                         print(f"early stop at step {self.step}: no better validation loss in {cfg.patience} "

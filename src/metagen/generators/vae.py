@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from metagen.config import GeneratorConfig
 from metagen.generators.base import Generator
@@ -42,12 +42,23 @@ class VAEConfig(GeneratorConfig):
     latent_dim: int = Field(32, ge=1)
     channels: int = Field(32, ge=1)  # width of the first conv layer; the second has twice as many
     hidden: int = Field(256, ge=1)
+    depth: int = Field(0, ge=0, le=8)  # extra convolutions at H/4 in the encoder and in the decoder
+    kernel: int = Field(3, ge=1, le=9)  # the encoder's and those extra convolutions' size (odd)
     iw_chunk: int = Field(4096, ge=1)  # images decoded at once when estimating log_prob
     attn_dim: int = Field(64, ge=1)  # width of the attention readouts (with a memory only)
     attn_heads: int = Field(4, ge=1)
+    # Where the attention over a memory sits: the encoder q(z|x, memory), the decoder p(x|z, memory), or both.
+    attend: Literal["both", "encoder", "decoder"] = "both"
     # Weight of KL(q(z|x) || p(z)) in the training loss (beta-VAE); log_prob is always the true bound. Above 1
     # it squeezes what z carries, so what a conditioned VAE draws comes from its context instead.
     kl_weight: float = Field(1.0, ge=0)
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (3, 5, 7) so that a convolution keeps the image centred")
+        return v
 
 
 @GENERATORS.register("vae")
@@ -62,19 +73,21 @@ class ConvVAE(Generator):
         super().__init__(example_shape, cond_dim, memory_dim, cond_map)
         channels, size = example_shape[0], example_shape[-1]
         self.latent_dim, self.iw_chunk, self.kl_weight = cfg.latent_dim, cfg.iw_chunk, cfg.kl_weight
-        read = cfg.attn_dim if memory_dim else 0  # width of an attention readout
-        self.features = ConvEncoder(channels + cond_map, size, cfg.channels, cfg.hidden)
-        self.q_head = mlp(cfg.hidden + cond_dim + read, cfg.hidden, 2 * cfg.latent_dim)
+        # width of an attention readout in the encoder / the decoder
+        enc_read = cfg.attn_dim if memory_dim and cfg.attend in ("both", "encoder") else 0
+        read = cfg.attn_dim if memory_dim and cfg.attend in ("both", "decoder") else 0
+        self.features = ConvEncoder(channels + cond_map, size, cfg.channels, cfg.hidden, cfg.depth, cfg.kernel)
+        self.q_head = mlp(cfg.hidden + cond_dim + enc_read, cfg.hidden, 2 * cfg.latent_dim)
         prior_in = cond_dim or cond_map
         self.prior_head = mlp(prior_in, cfg.hidden, 2 * cfg.latent_dim) if prior_in else None
         if cond_map:
             self.decoder: ConvDecoder | MapDecoder = MapDecoder(cfg.latent_dim + read, channels, size, cfg.channels,
-                                                                cond_map)
+                                                                cond_map, cfg.depth, cfg.kernel)
         else:
-            self.decoder = ConvDecoder(cfg.latent_dim + cond_dim + read, channels, size, cfg.channels)
-        if memory_dim:
-            self.enc_attn = CrossAttention(cfg.hidden, memory_dim, cfg.attn_dim, cfg.attn_heads)
-            self.dec_attn = CrossAttention(cfg.latent_dim, memory_dim, cfg.attn_dim, cfg.attn_heads)
+            self.decoder = ConvDecoder(cfg.latent_dim + cond_dim + read, channels, size, cfg.channels, cfg.depth,
+                                       cfg.kernel)
+        self.enc_attn = CrossAttention(cfg.hidden, memory_dim, cfg.attn_dim, cfg.attn_heads) if enc_read else None
+        self.dec_attn = CrossAttention(cfg.latent_dim, memory_dim, cfg.attn_dim, cfg.attn_heads) if read else None
 
     # -- the three distributions -------------------------------------------------------------------------
     def posterior(self, x: torch.Tensor, cond: torch.Tensor | None,
@@ -85,7 +98,7 @@ class ConvVAE(Generator):
         else:
             h = self.features(x)  # [B, hidden]
             parts = [h] if cond is None else [h, cond]
-        if memory is not None:
+        if memory is not None and self.enc_attn is not None:
             parts.append(self.enc_attn(h, memory))  # [B, attn_dim]
         mu, logvar = self.q_head(torch.cat(parts, -1)).chunk(2, -1)  # [B, D] each
         return mu, logvar.clamp(-12, 8)
@@ -100,7 +113,7 @@ class ConvVAE(Generator):
         parts = [z]
         if cond is not None and not self.cond_map:
             parts.append(cond)
-        if memory is not None:
+        if memory is not None and self.dec_attn is not None:
             parts.append(self.dec_attn(z, memory))  # [B, attn_dim]
         if self.cond_map:
             return self.decoder(torch.cat(parts, -1), cond)  # [B, C, H, W] Bernoulli logits
