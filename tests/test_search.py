@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from tests.conftest import make_omniglot, tiny_config
 
 import metagen.search as search_mod
 from metagen.cli import main
@@ -19,7 +20,6 @@ from metagen.errors import ConfigError
 from metagen.meta.base import build_learner
 from metagen.search import SearchSettings, search, search_splits, suggest_architecture, trial_config, write_preset
 from metagen.train import Interrupted
-from tests.conftest import make_omniglot, tiny_config
 
 ALPHABETS = {"Alpha": 3, "Beta": 3, "Gamma": 3, "Delta": 3, "Epsilon": 3}
 FAST = SearchSettings(budget_minutes=30, trial_minutes=0.01, rungs=2, val_groups=1, shots=2, queries=2, max_tasks=3,
