@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,16 @@ from metagen.train import Interrupted, Trainer
 SOURCES = ("omniglot", "glyphs")  # image sources whose groups are whole scripts, so held-out groups mean something
 STUDY_FILE, BEST_FILE, TRIALS_FILE, SETTINGS_FILE = "study.db", "best.toml", "trials.csv", "search.json"
 PARAM_COUNT = "weights"
+CHUNK_STEPS = 5  # a trial checks its CPU clock every this many steps
 
 
 @dataclass
 class SearchSettings:
     """How the search spends its budget and scores a trial."""
 
-    budget_minutes: float = 60.0  # wall-clock minutes of trials, summed over every session of the search
-    trial_minutes: float = 4.0  # meta-training minutes of one trial that is not pruned
+    # CPU minutes (this process, every thread) of trials, summed over every session of the search
+    budget_minutes: float = 60.0
+    trial_minutes: float = 4.0  # CPU minutes of meta-training of one trial that is not pruned
     rungs: int = 3  # scores per trial (after 1/rungs, 2/rungs, ... of its minutes); the pruner acts on them
     val_groups: int = 1  # background groups held out to score trials (drawn by split.seed)
     shots: int = 5  # support examples of a meta-validation task
@@ -162,28 +165,32 @@ def meta_validation_tasks(splits: Splits, settings: SearchSettings) -> Tasks:
 # -- one trial --------------------------------------------------------------------------------------------
 def run_trial(config: Config, splits: Splits, tasks: Tasks, settings: SearchSettings,
               report: Any = None) -> tuple[float, dict[str, Any]]:
-    """Meta-train `config` for `settings.trial_minutes` and score it after each rung: (final NLL, facts).
-    `report(value, rung)` is called after each rung and may raise to stop the trial (the pruner does)."""
+    """Meta-train `config` for `settings.trial_minutes` of CPU time and score it after each rung: (final NLL,
+    facts). CPU time, not wall-clock time, so a trial's share does not depend on what else the machine runs.
+    `report(value, rung, facts)` is called after each rung and may raise to stop the trial (the pruner does)."""
+    cpu0 = time.process_time()
     torch.manual_seed(config.train.seed)
     learner = build_learner(config, splits.background.example_shape)
     train_cfg = config.model_copy(deep=True)
-    train_cfg.train.steps = 10**9  # the clock ends each rung
     train_cfg.train.val_every, train_cfg.train.patience = 0, 0
-    train_cfg.train.max_minutes = settings.trial_minutes / settings.rungs
     trainer = Trainer(train_cfg, learner, EpisodeSampler(splits.background, seed=config.train.seed), progress=False)
     facts: dict[str, Any] = {PARAM_COUNT: sum(p.numel() for p in learner.parameters())}
     value = math.inf
     for rung in range(settings.rungs):
-        trainer.fit()
+        rung_end = time.process_time() + 60 * settings.trial_minutes / settings.rungs
+        while time.process_time() < rung_end:  # a few steps at a time until the rung's CPU time is used
+            trainer.config.train.steps = trainer.step + CHUNK_STEPS
+            trainer.fit()
         learner.eval()
         with torch.no_grad():
             value = nll_curve(learner, tasks, [settings.shots], settings.iw_samples)[settings.shots]["nll"]
         learner.train()
         facts["steps"] = trainer.step
+        facts["cpu_s"] = time.process_time() - cpu0
         if value is None or not math.isfinite(value):
             raise TrainingDiverged(f"meta-validation NLL is {value} after {trainer.step} steps")
         if report is not None:
-            report(value, rung)
+            report(value, rung, facts)
     return value, facts
 
 
@@ -220,7 +227,9 @@ def _storage(optuna: Any, out: Path) -> Any:
 
 
 def _spent_seconds(study: Any) -> float:
-    return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
+    """CPU seconds of the finished trials (wall-clock seconds for one stopped before it recorded its CPU time)."""
+    return sum(t.user_attrs.get("cpu_s", (t.datetime_complete - t.datetime_start).total_seconds())
+               for t in study.get_trials(deepcopy=False)
                if t.datetime_complete is not None and t.datetime_start is not None)
 
 
@@ -284,7 +293,9 @@ def search(config: Config, out: str | Path, settings: SearchSettings, resume: bo
         cfg = trial_config(config, architecture)
         trial.set_user_attr("architecture", architecture)
 
-        def report(value: float, rung: int) -> None:
+        def report(value: float, rung: int, facts: dict[str, Any]) -> None:
+            for k, v in facts.items():  # kept if the trial is pruned: the budget counts its CPU time
+                trial.set_user_attr(k, v)
             trial.report(value, rung)
             if trial.should_prune():
                 raise optuna.TrialPruned()
