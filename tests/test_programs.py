@@ -173,3 +173,99 @@ def test_real_programs_render_like_the_real_images():
                 mine = render(program_from_drawing(drawing, pen=4.5), 28).numpy() > 0.5
                 ious.append((mine & img).sum() / (mine | img).sum())
     assert np.mean(ious) > 0.6, ious  # the trajectories and images share one frame
+
+
+# -- the generator: noise, likelihood, inference ------------------------------------------------------------
+from metagen.programs.encoder import StrokeEncoder, bernoulli_nll, render_batch, train_encoder  # noqa: E402
+from metagen.programs.model import NoiseModel, StrokeType, estimate_noise, infer_type  # noqa: E402
+from metagen.programs.viz import strokes_over  # noqa: E402
+
+
+def _synthetic_drawings(n_chars: int = 30, drawers: int = 6, shift: float = 3.0, jitter: float = 1.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in range(n_chars):
+        base = rng.uniform(25, 75, size=(2, 6, 2))
+        drawings = []
+        for _ in range(drawers):
+            cps = base + rng.normal(0, shift, size=2) + rng.normal(0, jitter, size=base.shape)
+            drawings.append([curve(torch.from_numpy(cp), 40).numpy() * 1.05 for cp in cps])  # 105-pixel frame
+        out[("A", f"c{c}")] = drawings
+    return out
+
+
+def test_motor_noise_is_estimated_from_the_drawers_spread():
+    noise = estimate_noise(_synthetic_drawings(), strokes=4, control=6)
+    assert 2.0 < noise.shift < 4.2, noise
+    assert 0.6 < noise.jitter < 1.5, noise
+    assert noise.log_scale < 0.1, noise
+
+
+def test_likelihood_bound_against_numerical_integration():
+    # a one-stroke type whose only real noise is a shift (std 3): p(x) is a 2-D integral, done on a grid
+    torch.manual_seed(0)
+    noise = NoiseModel(shift=3.0, log_scale=1e-3, jitter=1e-3, log_pen=1e-3, flip=0.02)
+    cps = torch.tensor([[[30.0, 30.0], [45.0, 40.0], [55.0, 55.0], [60.0, 70.0], [65.0, 72.0], [70.0, 75.0]]])
+    cps = torch.cat([cps, torch.zeros(1, 6, 2)]).double()
+    ty = StrokeType(cps, torch.tensor([1.0, 0.0], dtype=torch.float64), pen=9.0, noise=noise, size=12)
+    x = ty.sample(3, generator=torch.Generator().manual_seed(1), binary=True)  # [3, 1, 12, 12]
+    step = 0.25
+    grid = torch.arange(-24, 24 + step, step, dtype=torch.float64)
+    sx, sy = torch.meshgrid(grid, grid, indexing="ij")
+    shifts = torch.stack([sx.flatten(), sy.flatten()], -1)  # [G, 2]
+    G = len(shifts)
+    zeros = torch.zeros(G, dtype=torch.float64)
+    probs = ty._render(shifts, zeros, zeros, torch.zeros(G, 2, 6, 2, dtype=torch.float64))  # [G, 12, 12]
+    log_prior = (-0.5 * (shifts / 3.0) ** 2).sum(-1) - 2 * np.log(3.0) - np.log(2 * np.pi) + 2 * np.log(step)
+    exact = torch.stack([torch.logsumexp(-bernoulli_nll(probs, xi[0].expand(G, -1, -1)) + log_prior, 0) for xi in x])
+    bound = ty.log_prob(x, iw_samples=400, generator=torch.Generator().manual_seed(2))
+    assert (bound <= exact + 0.5).all(), (bound, exact)  # a lower bound (up to Monte Carlo error)
+    assert (bound >= exact - 8.0).all(), (bound, exact)  # and not a vacuous one
+
+
+class _OracleEncoder(torch.nn.Module):
+    """Returns a fixed guess of the strokes: the truth moved 7 canvas units across the stroke's direction."""
+
+    def __init__(self, cps: torch.Tensor) -> None:
+        super().__init__()
+        self.cps = cps
+
+    def forward(self, images):
+        B = images.shape[0]
+        logits = torch.tensor([6.0, -6.0]).expand(B, -1)
+        return (self.cps + torch.tensor([5.0, -5.0]))[None].expand(B, -1, -1, -1), logits, torch.full((B,), 8.0)
+
+
+def test_inferred_type_finds_the_strokes_behind_a_few_images():
+    truth = torch.tensor([[[25.0, 30.0], [40.0, 35.0], [50.0, 50.0], [55.0, 65.0], [62.0, 70.0], [70.0, 72.0]],
+                          [[0.0, 0.0]] * 6])
+    noise = NoiseModel(shift=2.0, log_scale=0.05, jitter=0.5, log_pen=0.05)
+    generating = StrokeType(truth, torch.tensor([1.0, 0.0]), pen=8.0, noise=noise)
+    support = generating.sample(3, generator=torch.Generator().manual_seed(0), binary=True)
+    ty = infer_type(_OracleEncoder(truth), support, noise, refine_steps=60, joint_steps=60)
+    assert ty.presence.tolist() == [1.0, 0.0]
+    # the curves as point sets (control points and direction are not identifiable from pixels): Chamfer distance
+    def chamfer(a, b):
+        d = torch.cdist(curve(a, 60), curve(b, 60))
+        return (d.min(0).values.mean() + d.min(1).values.mean()) / 2
+
+    err, start = chamfer(ty.cps[0], truth[0]), chamfer(truth[0] + torch.tensor([5.0, -5.0]), truth[0])
+    assert err < 1.5 and start > 4.0, (err, start)
+    held_out = generating.sample(4, generator=torch.Generator().manual_seed(5), binary=True)
+    other = StrokeType(truth.flip(1) * 0.5 + 30, torch.tensor([1.0, 0.0]), pen=8.0, noise=noise)
+    assert (ty.log_prob(held_out, iw_samples=20) > other.log_prob(held_out, iw_samples=20)).all()
+    text = ty.program().to_text()
+    assert text.startswith("program pen=") and text.count("stroke") == 1
+    assert strokes_over(support[0], ty.cps, ty.presence, scale=4).size == (112, 112)
+
+
+def test_encoder_training_lowers_its_loss():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    cps = torch.rand(64, 2, 4, 2, generator=g) * 60 + 20
+    present = torch.tensor([[1.0, 0.0]]).expand(64, -1).clone()
+    with torch.no_grad():
+        images = (render_batch(cps, present, torch.full((64,), 8.0), 28) > 0.5).float()[:, None]
+    encoder = StrokeEncoder(28, strokes=2, control=4, channels=8, hidden=64)
+    log = train_encoder(encoder, images, cps, present, steps=150, batch=16, lr=3e-3, progress=False)
+    assert log[-1]["geometry"] < 0.6 * log[0]["geometry"], log

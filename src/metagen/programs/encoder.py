@@ -58,7 +58,7 @@ def render_batch(cps: torch.Tensor, presence: torch.Tensor, pen: torch.Tensor, s
 def bernoulli_nll(probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Per-image NLL in nats [B] of binary images [B, H, W] under ink probabilities [B, H, W]."""
     probs = probs.clamp(EPS, 1 - EPS)
-    return F.binary_cross_entropy(probs, images.float(), reduction="none").flatten(1).sum(-1)
+    return F.binary_cross_entropy(probs, images.to(probs.dtype), reduction="none").flatten(1).sum(-1)
 
 
 # -- the encoder ------------------------------------------------------------------------------------------
