@@ -124,7 +124,11 @@ def test_preset_round_trip_keeps_every_section(tmp_path):
         assert load_config(str(path)).to_dict() == config.to_dict()
 
 
-def test_an_interrupted_search_resumes_and_reruns_the_interrupted_trial(omniglot_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_interrupted_search_resumes_and_reruns_the_interrupted_trial(omniglot_dir, tmp_path, monkeypatch, how):
+    import os
+    import signal
+
     config = base_config(omniglot_dir)
     out = tmp_path / "s"
     calls = {"n": 0}
@@ -133,12 +137,16 @@ def test_an_interrupted_search_resumes_and_reruns_the_interrupted_trial(omniglot
     def interrupt_second(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
     monkeypatch.setattr(search_mod, "run_trial", interrupt_second)
+    handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted, match="continue with --resume"):
         search(config, out, settings(n_trials=3), progress=False)
+    assert signal.getsignal(signal.SIGTERM) is handler  # the search's own handler is gone
     study = optuna.load_study(study_name="metagen", storage=f"sqlite:///{out / 'study.db'}")
     first = study.trials
     assert [t.state.name for t in first] == ["COMPLETE", "FAIL"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -318,6 +319,36 @@ def search(config: Config, out: str | Path, settings: SearchSettings, resume: bo
             print(f"  trial {trial.number:3d} {trial.state.name.lower():8s}{value}  {_describe(trial.params)}"
                   f"{best_txt}; {_spent_seconds(study) / 60:.1f}/{settings.budget_minutes:g} min", flush=True)
 
+    previous = _interrupt_on_sigterm()
+    try:
+        _optimize(study, objective, after_trial, settings, out, config, record)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    summary = _write_results(study, out, config, record, settings)
+    if summary["best"] is None:
+        raise MetagenError(f"no trial finished within the budget; raise --budget-minutes (now "
+                           f"{settings.budget_minutes:g}) or lower --trial-minutes")
+    return summary
+
+
+def _interrupt_on_sigterm() -> Any:
+    """Make SIGTERM (kill, a batch system's stop) end the search like Ctrl+C, so the trial is recorded as
+    interrupted and rerun on --resume. Returns the previous handler (None off the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _optimize(study: Any, objective: Any, after_trial: Any, settings: SearchSettings, out: Path, config: Config,
+              record: dict[str, Any]) -> None:
+    """Trials one at a time until the CPU budget (or the trial count) is spent."""
     while True:
         left = 60 * settings.budget_minutes - _spent_seconds(study)
         n_left = None if settings.n_trials is None else settings.n_trials - len(
@@ -330,11 +361,6 @@ def search(config: Config, out: str | Path, settings: SearchSettings, resume: bo
             _write_results(study, out, config, record, settings)
             raise Interrupted(f"search interrupted after {len(study.trials)} trials; the best so far is in "
                               f"'{out / BEST_FILE}'; continue with --resume") from None
-    summary = _write_results(study, out, config, record, settings)
-    if summary["best"] is None:
-        raise MetagenError(f"no trial finished within the budget; raise --budget-minutes (now "
-                           f"{settings.budget_minutes:g}) or lower --trial-minutes")
-    return summary
 
 
 def _best(study: Any) -> Any:
