@@ -269,3 +269,26 @@ def test_encoder_training_lowers_its_loss():
     encoder = StrokeEncoder(28, strokes=2, control=4, channels=8, hidden=64)
     log = train_encoder(encoder, images, cps, present, steps=150, batch=16, lr=3e-3, progress=False)
     assert log[-1]["geometry"] < 0.6 * log[0]["geometry"], log
+
+
+def test_the_prior_over_programs_learns_counts_and_draws_valid_types():
+    from metagen.programs.model import ProgramPrior
+
+    g = torch.Generator().manual_seed(0)
+    N = 200
+    cps = torch.rand(N, 3, 4, 2, generator=g) * 40 + 30
+    present = torch.zeros(N, 3)
+    present[:, 0] = 1
+    present[: N // 4, 1] = 1  # a quarter of the drawings have two strokes
+    cps[: N // 4, 1, 0] = cps[: N // 4, 0, -1]  # ... whose second stroke starts where the first ends
+    prior = ProgramPrior.fit(cps, present)
+    torch.testing.assert_close(prior.stroke_counts, torch.tensor([0.75, 0.25, 0.0], dtype=torch.float64))
+    assert prior.relations.argmax().item() == 2  # "end"
+    counts = []
+    for _ in range(40):
+        ty = prior.sample(NoiseModel(), generator=g)
+        counts.append(int(ty.presence.sum()))
+        program = Program.from_text(ty.program().to_text())  # every imagined type is a readable program
+        assert len(program.strokes) == counts[-1]
+        assert ty.sample(2, generator=g).shape == (2, 1, 28, 28)
+    assert 0.5 < counts.count(1) / 40 < 0.95

@@ -228,3 +228,70 @@ def infer_type(encoder: StrokeEncoder, support: torch.Tensor, noise: NoiseModel,
     if presence.sum() == 0:
         presence[torch.sigmoid(logit).argmax()] = 1.0
     return StrokeType(theta.detach().clamp(0, CANVAS), presence, float(log_pen.detach().exp()), noise, size)
+
+
+# -- a prior over types: new characters ---------------------------------------------------------------------
+@dataclass
+class ProgramPrior:
+    """A distribution over character types learned from background drawings: how many strokes, how each starts
+    (anywhere, at the start or end of an earlier stroke, or along one), where a free stroke starts, and the shape
+    of a stroke (its control points relative to its start: one full-covariance normal)."""
+
+    stroke_counts: torch.Tensor  # [S] probability of 1..S strokes
+    relations: torch.Tensor  # [4] probability of at / start / end / along for strokes after the first
+    starts: torch.Tensor  # [N, 2] free strokes' starts seen in the background (sampled with a little blur)
+    shape_mean: torch.Tensor  # [(M - 1) * 2]
+    shape_cov: torch.Tensor  # [(M - 1) * 2, (M - 1) * 2]
+    pen: float = 4.5
+    blur: float = 2.0  # canvas units of the start's blur
+
+    @classmethod
+    def fit(cls, cps: torch.Tensor, present: torch.Tensor, pen: float = 4.5) -> ProgramPrior:
+        """From background strokes in the fixed-size view: cps [N, S, M, 2], present [N, S]."""
+        S = cps.shape[1]
+        counts = torch.bincount(present.sum(1).long().clamp(1, S) - 1, minlength=S).double()
+        rel_counts = torch.zeros(4, dtype=torch.float64)
+        starts, shapes = [], []
+        names = ("at", "start", "end", "along")
+        for drawing, mask in zip(cps.double().numpy(), present.numpy(), strict=True):
+            earlier: list[np.ndarray] = []
+            for cp in drawing[mask > 0.5]:
+                rel = relation(cp[0], earlier)[0] if earlier else "at"
+                if earlier:
+                    rel_counts[names.index(rel)] += 1
+                if rel == "at":
+                    starts.append(cp[0])
+                shapes.append((cp[1:] - cp[0]).ravel())
+                earlier.append(cp)
+        shapes_t = torch.from_numpy(np.stack(shapes))
+        cov = torch.cov(shapes_t.T) + 1e-3 * torch.eye(shapes_t.shape[1], dtype=torch.float64)
+        return cls(counts / counts.sum(), (rel_counts + 1) / (rel_counts.sum() + 4), torch.from_numpy(np.stack(starts)),
+                   shapes_t.mean(0), cov, pen)
+
+    def sample(self, noise: NoiseModel, generator: torch.Generator | None = None, size: int = 28) -> StrokeType:
+        """A new character type."""
+        S = len(self.stroke_counts)
+        M = self.shape_mean.shape[0] // 2 + 1
+        n = int(torch.multinomial(self.stroke_counts, 1, generator=generator)) + 1
+        shape_dist = torch.distributions.MultivariateNormal(self.shape_mean, self.shape_cov)
+        cps = torch.zeros(S, M, 2, dtype=torch.float64)
+        for i in range(n):
+            rel = "at" if i == 0 else ("at", "start", "end", "along")[
+                int(torch.multinomial(self.relations, 1, generator=generator))]
+            j = int(torch.randint(i, (1,), generator=generator)) if i else 0
+            if rel == "at":
+                k = int(torch.randint(len(self.starts), (1,), generator=generator))
+                start = self.starts[k] + self.blur * torch.randn(2, generator=generator, dtype=torch.float64)
+            elif rel == "start":
+                start = cps[j, 0]
+            elif rel == "end":
+                start = cps[j, -1]
+            else:
+                u = float(torch.rand(1, generator=generator))
+                start = torch.from_numpy(_basis_np(M, 65)[round(u * 64)]) @ cps[j]
+            # MultivariateNormal.sample takes no generator: draw through its Cholesky factor
+            z = torch.randn(self.shape_mean.shape[0], generator=generator, dtype=torch.float64)
+            offsets = (self.shape_mean + shape_dist.scale_tril @ z).view(M - 1, 2)
+            cps[i] = torch.cat([start[None], start[None] + offsets]).clamp(0, CANVAS)
+        presence = (torch.arange(S) < n).double()
+        return StrokeType(cps, presence, self.pen, noise, size)
