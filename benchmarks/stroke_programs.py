@@ -8,7 +8,8 @@ images and scores the 10 fixed query drawings (the protocol of `metagen eval`):
   strokes  share of 1-shot types with as many strokes as the drawer drew   (held-out strokes used only here)
   cp_err   RMS distance of the 1-shot type's control points to the drawer's (strokes matched, either direction),
            canvas units (the canvas is 100 wide), over the tasks whose stroke count is right
-and writes a sheet per k: support images with the inferred strokes in colour, then samples of the type.
+and writes a sheet per k: support images with the inferred strokes in colour, then samples of the type; and
+--imagine new characters drawn from the prior over programs (their programs as text, and a sheet).
 
     python benchmarks/stroke_programs.py --data-dir ../shared/data --steps 3000 --out results/strokes
 """
@@ -28,7 +29,7 @@ from metagen.data import fixed_tasks, load_splits
 from metagen.data.strokes import load_strokes
 from metagen.metrics.stats import mean_ci
 from metagen.programs.encoder import StrokeEncoder, drawing_targets, match_cost, stroke_examples, train_encoder
-from metagen.programs.model import estimate_noise, infer_type
+from metagen.programs.model import ProgramPrior, estimate_noise, infer_type
 from metagen.programs.viz import column, row, strokes_over
 from metagen.viz import sample_grid
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strokes", type=int, default=4, help="strokes of a type at most")
     ap.add_argument("--control", type=int, default=6, help="control points of a stroke")
     ap.add_argument("--encoder", default=None, help="reuse a trained encoder (.pt state dict) instead of training")
+    ap.add_argument("--imagine", type=int, default=8, help="new characters drawn from the prior over programs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/strokes")
     args = ap.parse_args(argv)
@@ -66,6 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(encoder.state_dict(), out / "encoder.pt")
     train_s = time.perf_counter() - t0
     encoder.eval()
+
+    # new characters from the prior over programs (learned from the same background strokes)
+    _, bg_cps, bg_present = stroke_examples(splits.background, drawings, args.strokes, args.control)
+    prior = ProgramPrior.fit(bg_cps, bg_present)
+    g_imagine = torch.Generator().manual_seed(args.seed)
+    imagined = [prior.sample(noise, generator=g_imagine) for _ in range(args.imagine)]
+    if imagined:
+        rows = [row([strokes_over(torch.zeros(1, 28, 28), ty.cps, ty.presence),
+                     sample_grid(ty.sample(8, generator=g_imagine)[None], scale=4)]) for ty in imagined]
+        column(rows).save(out / "imagined.png")
+        (out / "imagined.txt").write_text("\n\n".join(ty.program().to_text() for ty in imagined) + "\n")
+        print(f"{len(imagined)} imagined characters: {out / 'imagined.txt'}, {out / 'imagined.png'}")
 
     tasks = fixed_tasks(splits.held_out, max(args.shots), 10, seed=cfg.eval.seed, max_tasks=args.max_tasks)
     check = load_strokes(args.data_dir or _env_dir(), groups=set(splits.test_groups))  # only to check 1-shot types

@@ -223,3 +223,12 @@ def test_the_first_trial_is_the_presets_own_architecture(omniglot_dir, tmp_path)
     assert trial.user_attrs["architecture"]["generator"]["kl_weight"] == 0.5  # the preset's other settings kept
     for name in ("omniglot", "glyphs", "omniglot-attention", "omniglot-pixelcnn"):
         assert base_params(load_config(name)) is not None, name
+
+
+def test_a_resumed_search_proposes_new_architectures(omniglot_dir, tmp_path):
+    config = base_config(omniglot_dir)
+    out = tmp_path / "s"
+    search(config, out, settings(n_trials=2), progress=False)
+    search(config, out, settings(n_trials=4), resume=True, progress=False)
+    trials = optuna.load_study(study_name="metagen", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert trials[2].params != trials[0].params and trials[2].params != trials[1].params

@@ -274,8 +274,12 @@ def search(config: Config, out: str | Path, settings: SearchSettings, resume: bo
                   train_groups=splits.background.group_names)
     atomic_write_text(out / SETTINGS_FILE, json.dumps({**record, "summary": None}, indent=2) + "\n")
 
-    study = optuna.create_study(study_name="metagen", storage=_storage(optuna, out), direction="minimize",
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=settings.seed),
+    storage = _storage(optuna, out)
+    # A resumed study's sampler is seeded past the trials it holds: the same seed would propose the same first
+    # architectures again.
+    done = len(storage.get_all_trials(storage.get_study_id_from_name("metagen"))) if resume else 0
+    study = optuna.create_study(study_name="metagen", storage=storage, direction="minimize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=settings.seed + 7919 * done),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     requeued = _requeue_interrupted(optuna, study) if resume else 0
     hand_made = base_params(config)
