@@ -228,10 +228,16 @@ def _storage(optuna: Any, out: Path) -> Any:
 
 
 def _spent_seconds(study: Any) -> float:
-    """CPU seconds of the finished trials (wall-clock seconds for one stopped before it recorded its CPU time)."""
-    return sum(t.user_attrs.get("cpu_s", (t.datetime_complete - t.datetime_start).total_seconds())
-               for t in study.get_trials(deepcopy=False)
-               if t.datetime_complete is not None and t.datetime_start is not None)
+    """CPU seconds of the finished trials: what each recorded at its last rung. A trial that completed or was
+    pruned without that record counts its wall-clock time; a failed one (interrupted, or its process killed:
+    its wall-clock time may include the time it lay dead) counts what it recorded, if anything."""
+    total = 0.0
+    for t in study.get_trials(deepcopy=False):
+        if t.datetime_complete is None or t.datetime_start is None:
+            continue
+        wall = (t.datetime_complete - t.datetime_start).total_seconds()
+        total += t.user_attrs.get("cpu_s", 0.0 if t.state.name == "FAIL" else wall)
+    return total
 
 
 def _requeue_interrupted(optuna: Any, study: Any) -> int:
