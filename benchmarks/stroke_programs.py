@@ -17,6 +17,7 @@ and writes a sheet per k: support images with the inferred strokes in colour, th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strokes", type=int, default=4, help="strokes of a type at most")
     ap.add_argument("--control", type=int, default=6, help="control points of a stroke")
     ap.add_argument("--encoder", default=None, help="reuse a trained encoder (.pt state dict) instead of training")
+    ap.add_argument("--jitter-factors", type=float, nargs="+", default=[1.0, 0.5, 0.25],
+                    help="multiples of the estimated jitter tried on the background validation characters")
     ap.add_argument("--imagine", type=int, default=8, help="new characters drawn from the prior over programs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/strokes")
@@ -68,6 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(encoder.state_dict(), out / "encoder.pt")
     train_s = time.perf_counter() - t0
     encoder.eval()
+    # the jitter the drawers' spread suggests also holds their different ways of drawing a character; choose how
+    # much of it an instance gets by 1-shot NLL on the background validation characters (never the test groups)
+    val_tasks = fixed_tasks(splits.validation, 1, 10, seed=cfg.eval.seed)
+    choice = {}
+    for factor in args.jitter_factors:
+        trial = dataclasses.replace(noise, jitter=noise.jitter * factor)
+        g_val = torch.Generator().manual_seed(args.seed)
+        choice[factor] = sum(-infer_type(encoder, val_tasks.support[t, :1], trial).log_prob(
+            val_tasks.query[t], iw_samples=args.iw_samples, generator=g_val).mean().item()
+            for t in range(len(val_tasks))) / len(val_tasks)
+        print(f"jitter x{factor:g} ({trial.jitter:.2f} canvas units): validation 1-shot NLL {choice[factor]:.2f}")
+    best_factor = min(choice, key=choice.get)
+    noise = dataclasses.replace(noise, jitter=noise.jitter * best_factor)
 
     # new characters from the prior over programs (learned from the same background strokes)
     _, bg_cps, bg_present = stroke_examples(splits.background, drawings, args.strokes, args.control)
@@ -84,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = fixed_tasks(splits.held_out, max(args.shots), 10, seed=cfg.eval.seed, max_tasks=args.max_tasks)
     check = load_strokes(args.data_dir or _env_dir(), groups=set(splits.test_groups))  # only to check 1-shot types
     report: dict = {"test_groups": splits.test_groups, "tasks": len(tasks), "noise": noise.to_dict(),
+                    "jitter_choice": {str(k): v for k, v in choice.items()},
                     "encoder_steps": args.steps if not args.encoder else None, "train_s": train_s,
                     "train_log": log[-3:], "shots": {}}
     g = torch.Generator().manual_seed(args.seed)

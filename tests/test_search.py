@@ -129,20 +129,27 @@ def test_an_interrupted_search_resumes_and_reruns_the_interrupted_trial(omniglot
     import os
     import signal
 
+    from metagen.train import Trainer
+
     config = base_config(omniglot_dir)
     out = tmp_path / "s"
-    calls = {"n": 0}
-    original = search_mod.run_trial
+    original = Trainer._optimize
+    calls = {"trials": 0}
+    real_run_trial = search_mod.run_trial
 
-    def interrupt_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def count_trials(*args, **kwargs):
+        calls["trials"] += 1
+        return real_run_trial(*args, **kwargs)
+
+    def interrupt_second(self, tasks):  # the user stops the search while the second trial trains
+        if calls["trials"] == 2:
             if how == "sigterm":
                 os.kill(os.getpid(), signal.SIGTERM)
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return original(self, tasks)
 
-    monkeypatch.setattr(search_mod, "run_trial", interrupt_second)
+    monkeypatch.setattr(search_mod, "run_trial", count_trials)
+    monkeypatch.setattr(Trainer, "_optimize", interrupt_second)
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted, match="continue with --resume"):
         search(config, out, settings(n_trials=3), progress=False)
@@ -158,6 +165,7 @@ def test_an_interrupted_search_resumes_and_reruns_the_interrupted_trial(omniglot
     with pytest.raises(ConfigError, match="different setting"):
         search(config, out, settings(n_trials=3, shots=1), resume=True, progress=False)
 
+    monkeypatch.setattr(Trainer, "_optimize", original)
     summary = search(config, out, settings(n_trials=3), resume=True, progress=False)
     trials = optuna.load_study(study_name="metagen", storage=f"sqlite:///{out / 'study.db'}").trials
     assert trials[0].params == first[0].params and trials[0].value == first[0].value  # kept, not rerun

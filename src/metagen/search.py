@@ -206,7 +206,7 @@ def _optuna() -> Any:
         raise MetagenError("architecture search needs Optuna: pip install 'metagen[search]'") from None
     import warnings
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a stopped trial is reported by the search, not by a traceback
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
     return optuna
 
@@ -370,7 +370,7 @@ def _optimize(study: Any, objective: Any, after_trial: Any, settings: SearchSett
             break
         try:
             study.optimize(objective, n_trials=1, timeout=None, callbacks=[after_trial], catch=())
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):  # Interrupted: the trainer turned a Ctrl+C into its own error
             _write_results(study, out, config, record, settings)
             raise Interrupted(f"search interrupted after {len(study.trials)} trials; the best so far is in "
                               f"'{out / BEST_FILE}'; continue with --resume") from None
