@@ -268,7 +268,10 @@ def search(config: Config, out: str | Path, settings: SearchSettings, resume: bo
     if resume:
         if not (out / STUDY_FILE).exists():
             raise ConfigError(f"nothing to resume: no {STUDY_FILE} in '{out}'; drop --resume to start a search")
-        old = json.loads((out / SETTINGS_FILE).read_text())
+        try:
+            old = json.loads((out / SETTINGS_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot resume '{out}': its {SETTINGS_FILE} is unreadable ({e}); start a new --out")
         for key in ("base", "settings"):
             if old[key] != record[key]:
                 a, b = old[key], record[key]
