@@ -271,7 +271,8 @@ def search(config: Config, out: str | Path, settings: SearchSettings, resume: bo
         try:
             old = json.loads((out / SETTINGS_FILE).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"cannot resume '{out}': its {SETTINGS_FILE} is unreadable ({e}); start a new --out") from None
+            raise ConfigError(f"cannot resume '{out}': its {SETTINGS_FILE} is unreadable ({e}); start a new "
+                              "--out") from None
         for key in ("base", "settings"):
             if old[key] != record[key]:
                 a, b = old[key], record[key]
