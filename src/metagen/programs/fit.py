@@ -44,22 +44,26 @@ def relation(start: np.ndarray, earlier: list[np.ndarray],
     return best[1], best[2], best[3]
 
 
+def program_from_control_points(strokes: list[np.ndarray], pen: float, attach: float = ATTACH) -> Program:
+    """The program of strokes given as absolute control points (each [m, 2], canvas units, in drawing order): each
+    start is related to an earlier stroke it lies on (and moved onto it), else placed "at" its point."""
+    out: list[Stroke] = []
+    earlier: list[np.ndarray] = []  # absolute control points of the program's strokes
+    for cp in strokes:
+        rel, ref, u = relation(cp[0], earlier, attach) if earlier else ("at", None, None)
+        if rel == "at":
+            out.append(Stroke(torch.from_numpy(cp[1:] - cp[0]), "at", at=(float(cp[0, 0]), float(cp[0, 1]))))
+        else:
+            out.append(Stroke(torch.from_numpy(cp[1:] - cp[0]), rel, ref=ref, u=u))
+            anchor = earlier[ref][0] if rel == "start" else earlier[ref][-1] if rel == "end" else \
+                _basis_np(earlier[ref].shape[0], 65)[round(u * 64)] @ earlier[ref]
+            cp = np.concatenate([anchor[None], anchor[None] + (cp[1:] - cp[0])])
+        earlier.append(cp)
+    return Program(out, pen=pen)
+
+
 def program_from_drawing(drawing: Drawing, pen: float = 2.5, tolerance: float = TOLERANCE,
                          attach: float = ATTACH) -> Program:
     """The program of a drawing (strokes in the 105-pixel frame of `metagen.data.strokes`)."""
-    strokes: list[Stroke] = []
-    earlier: list[np.ndarray] = []  # absolute control points, canvas units
-    for traj in drawing:
-        cp = fit_stroke(traj * (CANVAS / FRAME), tolerance)
-        rel, ref, u = relation(cp[0], earlier, attach) if earlier else ("at", None, None)
-        if rel == "at":
-            start = cp[0]
-            stroke = Stroke(torch.from_numpy(cp[1:] - start), "at", at=(float(start[0]), float(start[1])))
-        else:
-            start = earlier[ref][0] if rel == "start" else earlier[ref][-1] if rel == "end" else \
-                _basis_np(earlier[ref].shape[0], 65)[round(u * 64)] @ earlier[ref]
-            stroke = Stroke(torch.from_numpy(cp[1:] - cp[0]), rel, ref=ref, u=u)
-            cp = np.concatenate([start[None], start[None] + (cp[1:] - cp[0])])
-        strokes.append(stroke)
-        earlier.append(cp)
-    return Program(strokes, pen=pen)
+    return program_from_control_points([fit_stroke(traj * (CANVAS / FRAME), tolerance) for traj in drawing], pen,
+                                       attach)

@@ -21,8 +21,8 @@ import torch
 
 from metagen.data.strokes import Drawing
 from metagen.programs.encoder import StrokeEncoder, bernoulli_nll, drawing_targets, refine, render_batch
-from metagen.programs.fit import relation
-from metagen.programs.program import CANVAS, Program, Stroke, _basis_np
+from metagen.programs.fit import program_from_control_points, relation
+from metagen.programs.program import CANVAS, Program, _basis_np
 
 
 @dataclass
@@ -175,19 +175,7 @@ class StrokeType:
     def program(self) -> Program:
         """The type as a readable program: present strokes in order, each start related to an earlier stroke
         when it lies on one."""
-        strokes: list[Stroke] = []
-        earlier: list[np.ndarray] = []
-        for cp in self.cps[self.presence > 0.5].double().numpy():
-            rel, ref, u = relation(cp[0], earlier) if earlier else ("at", None, None)
-            if rel == "at":
-                strokes.append(Stroke(torch.from_numpy(cp[1:] - cp[0]), "at", at=(float(cp[0, 0]), float(cp[0, 1]))))
-            else:
-                strokes.append(Stroke(torch.from_numpy(cp[1:] - cp[0]), rel, ref=ref, u=u))
-                anchor = earlier[ref][0] if rel == "start" else earlier[ref][-1] if rel == "end" else \
-                    _basis_np(earlier[ref].shape[0], 65)[round(u * 64)] @ earlier[ref]
-                cp = np.concatenate([anchor[None], anchor[None] + cp[1:] - cp[0]])
-            earlier.append(cp)
-        return Program(strokes, pen=float(self.pen))
+        return program_from_control_points(list(self.cps[self.presence > 0.5].double().numpy()), float(self.pen))
 
 
 def _normal(x: torch.Tensor, std: float) -> torch.Tensor:
