@@ -38,7 +38,9 @@ def find_sources(data_dir: Path) -> list[Path]:
     return found
 
 
-def _zip_files(path: Path) -> Iterator[tuple[tuple[str, str, str], bytes]]:
+def zip_members(path: Path, suffix: str = ".png") -> Iterator[tuple[list[str], bytes]]:
+    """(path parts, bytes) of every `<source>/<Alphabet>/<character>/<file><suffix>` in an Omniglot zip, in name
+    order."""
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -46,8 +48,13 @@ def _zip_files(path: Path) -> Iterator[tuple[tuple[str, str, str], bytes]]:
     with zf:
         for name in sorted(zf.namelist()):
             parts = name.split("/")
-            if name.endswith(".png") and len(parts) >= 4:
-                yield (parts[-3], parts[-2], parts[-1]), zf.read(name)
+            if name.endswith(suffix) and len(parts) >= 4:
+                yield parts, zf.read(name)
+
+
+def _zip_files(path: Path) -> Iterator[tuple[tuple[str, str, str], bytes]]:
+    for parts, data in zip_members(path, ".png"):
+        yield (parts[-3], parts[-2], parts[-1]), data
 
 
 def _dir_files(path: Path) -> Iterator[tuple[tuple[str, str, str], bytes]]:

@@ -9,12 +9,12 @@ ordered like the images (by file name), so drawing i of a character is image i o
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from metagen.data.omniglot import zip_members
 from metagen.errors import DataError
 
 PREFIXES = ("strokes_background", "strokes_evaluation")
@@ -69,15 +69,9 @@ def _files(path: Path) -> Iterator[tuple[tuple[str, str, str], str]]:
         for f in sorted(path.glob("*/*/*.txt")):
             yield (f.parent.parent.name, f.parent.name, f.name), f.read_text()
         return
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise DataError(f"'{path}' is not a readable zip archive; re-download it") from None
-    with zf:
-        for name in sorted(zf.namelist()):
-            parts = name.split("/")
-            if name.endswith(".txt") and len(parts) >= 4 and "__MACOSX" not in parts:
-                yield (parts[-3], parts[-2], parts[-1]), zf.read(name).decode()
+    for parts, data in zip_members(path, ".txt"):
+        if "__MACOSX" not in parts:  # macOS metadata beside the stroke files
+            yield (parts[-3], parts[-2], parts[-1]), data.decode()
 
 
 def load_strokes(data_dir: str | Path, groups: set[str] | None = None) -> dict[tuple[str, str], list[Drawing]]:
