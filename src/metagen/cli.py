@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=20, help="number of samples")
     p.add_argument("--out", default="adapted.png", help="PNG grid: the support row, then the samples")
     p.add_argument("--each", default=None, metavar="DIR", help="also write every sample as its own PNG here")
+    p.add_argument("--programs", action="store_true",
+                   help="stroke-program models: print the inferred program and draw its strokes over the support")
     p.add_argument("--seed", type=int, default=0)
     _add_common(p)
 
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concepts", type=int, default=8, help="rows: one concept each")
     p.add_argument("--n", type=int, default=10, help="samples per concept")
     p.add_argument("--out", default="samples.png")
+    p.add_argument("--programs", action="store_true",
+                   help="stroke-program models: print each imagined character's program; rows start with its strokes")
     p.add_argument("--seed", type=int, default=0)
     _add_common(p)
 
@@ -264,10 +268,20 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if data.is_text:
         raise MetagenError(f"'{ckpt.path}' is a {data.source} model; adapt it with `metagen write`"
                            + (" or `metagen compose`" if data.source == "tunes" else ""))
+    _check_programs(args, learner)
     support = load_support(args.support, like=ckpt).to(device)  # [K, 1, H, W]
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
-        samples = learner.adapt(support).sample(args.n, generator=g)  # [n, 1, H, W]
+        adapted = learner.adapt(support)
+        samples = adapted.sample(args.n, generator=g)  # [n, 1, H, W]
+    if args.programs:
+        from metagen.programs.viz import row, strokes_over
+
+        print(adapted.program().to_text())
+        ty = adapted.type
+        sheet = row([strokes_over(s.cpu(), ty.cps, ty.presence) for s in support])
+        print(f"wrote {save_png(sheet, Path(args.out).with_suffix('.strokes.png'))}: the support images with the "
+              "inferred strokes in colour")
     print(f"wrote {save_png(adapt_grid(support, samples), args.out)}: "
           f"the {len(support)} support images on top, {args.n} samples below")
     if args.each:
@@ -403,9 +417,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _positive(args.n, "--n")
     _positive(args.concepts, "--concepts")
     learner, ckpt, device = _load(args)
+    _check_programs(args, learner)
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
-        rows = torch.stack([learner.prior(generator=g).sample(args.n, generator=g) for _ in range(args.concepts)])
+        concepts = [learner.prior(generator=g) for _ in range(args.concepts)]
+        rows = torch.stack([c.sample(args.n, generator=g) for c in concepts])
+    if args.programs:  # each imagined character: its program as text, its strokes left of its samples
+        from metagen.programs.viz import column, row, strokes_over
+
+        print("\n\n".join(f"# character {i + 1}\n{c.program().to_text()}" for i, c in enumerate(concepts)))
+        blank = torch.zeros(1, *rows.shape[-2:])
+        sheet = column([row([strokes_over(blank, c.type.cps, c.type.presence), sample_grid(r[None].cpu(), scale=4)])
+                        for c, r in zip(concepts, rows, strict=True)])
+        print(f"wrote {save_png(sheet, args.out)}: {args.concepts} rows, each the strokes of an imagined character "
+              f"then {args.n} samples")
+        return 0
     if ckpt.config.data.is_text:  # text: print each imagined style's texts
         from metagen.data.text import CharVocab
 
@@ -414,6 +440,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {save_png(sample_grid(rows), args.out)}: {args.concepts} rows x {args.n} samples")
     return 0
+
+
+def _check_programs(args: argparse.Namespace, learner: Any) -> None:
+    if args.programs and learner.cfg.name != "programs":
+        raise MetagenError(f"--programs needs a stroke-program model (learner 'programs'); '{args.checkpoint}' is "
+                           f"learner '{learner.cfg.name}': train one with `metagen train --config omniglot-programs`")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -331,6 +331,7 @@ def train(config: Config, run_dir: str | Path | None, resume: bool = False, data
           progress: bool = True) -> TrainResult:
     """Meta-train `config` on its background split, writing logs and checkpoints to `run_dir`."""
     config, splits, learner = prepare(config, data_dir)
+    learner.fit_data(config, splits, data_dir)
     sampler = EpisodeSampler(splits.background, seed=config.train.seed)
     run = Path(run_dir) if run_dir else None
     group = init_group(config.train.device)

@@ -22,6 +22,8 @@ LEARNER_CFG = {
     "scratch": {"finetune_steps": 2},
     "copy": {},
     "spatial": {"map_dim": 3, "channels": 4},
+    "programs": {"strokes": 2, "control": 4, "channels": 4, "hidden": 16, "refine_steps": 2, "joint_steps": 2,
+                 "fit_steps": 2},
 }
 
 
@@ -33,7 +35,16 @@ def test_the_table_covers_every_registered_learner():
 def learner(request):
     torch.manual_seed(0)
     cfg = from_dict({"generator": GEN, "learner": {"name": request.param, **LEARNER_CFG[request.param]}})
-    return build_learner(cfg, (1, 28, 28))
+    learner = build_learner(cfg, (1, 28, 28))
+    if request.param == "programs":  # it learns from pen trajectories: give the toy images made-up strokes
+        from metagen.programs.model import NoiseModel
+
+        tasks = _tasks()
+        images = torch.cat([tasks.support, tasks.query], 1).flatten(0, 1)
+        cps = torch.rand(len(images), 2, 4, 2, generator=torch.Generator().manual_seed(0)) * 60 + 20
+        present = torch.tensor([[1.0, 0.0]]).expand(len(images), -1)
+        learner.learn_strokes(images, cps, present, NoiseModel())
+    return learner
 
 
 def _tasks(T=3, K=4, Q=2):

@@ -84,6 +84,11 @@ class MetaLearner(nn.Module):
         """Why this learner cannot run `generator` (a class), or None; checked when a config loads."""
         return None
 
+    def fit_data(self, config: Config, splits: Any, data_dir: str | None) -> None:
+        """Read what the learner learns from besides the examples (the programs learner: pen trajectories);
+        `metagen train` calls it with the background and validation splits before the first step. Most
+        learners need nothing."""
+
     def meta_loss(self, tasks: Tasks) -> torch.Tensor:
         """Scalar loss over a task batch (support [T, K, ...], query [T, Q, ...]), per query example."""
         raise NotImplementedError

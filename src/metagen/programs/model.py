@@ -14,13 +14,14 @@ lower bound on it with a proposal centred on the best delta for that image (foun
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from metagen.data.strokes import Drawing
-from metagen.programs.encoder import StrokeEncoder, bernoulli_nll, drawing_targets, refine, render_batch
+from metagen.programs.encoder import bernoulli_nll, drawing_targets, refine, render_batch
 from metagen.programs.fit import program_from_control_points, relation
 from metagen.programs.program import CANVAS, Program, _basis_np
 
@@ -183,11 +184,16 @@ def _normal(x: torch.Tensor, std: float) -> torch.Tensor:
 
 
 # -- inference of a type from k images --------------------------------------------------------------------
-def infer_type(encoder: StrokeEncoder, support: torch.Tensor, noise: NoiseModel, refine_steps: int = 40,
-               joint_steps: int = 40) -> StrokeType:
+Encode = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]  # images -> (cps, presence logits, pen), e.g. StrokeEncoder
+
+
+def infer_type(encoder: Encode, support: torch.Tensor, noise: NoiseModel, refine_steps: int = 40,
+               joint_steps: int = 40, keep_strokes: bool = False, image_jitter: bool = False) -> StrokeType:
     """The type behind k support images [K, 1, H, W]: the encoder's strokes for each image, refined on it; the
     one that best explains all K images; then refined on all of them at once, each image with its own shift
-    and size (penalised by the noise model)."""
+    and size (penalised by the noise model). `keep_strokes`: the joint refit keeps the chosen candidate's
+    strokes (else their presence is refitted too, and strokes the images draw differently can vanish);
+    `image_jitter`: each image also gets its own control-point jitter there (penalised like the rest)."""
     images = support[:, 0].float()
     K, size = images.shape[0], images.shape[-1]
     with torch.no_grad():
@@ -198,24 +204,35 @@ def infer_type(encoder: StrokeEncoder, support: torch.Tensor, noise: NoiseModel,
         score = torch.stack([bernoulli_nll(probs[j].expand(K, -1, -1), images) for j in range(K)])
     best = int(score.sum(1).argmin())
     theta = cps[best].clone().requires_grad_()
+    chosen = _at_least_one(presence[best])
     logit = torch.logit(presence[best].clamp(0.02, 0.98)).clone().requires_grad_()
     log_pen = pen[best].log().clone().requires_grad_()
     shift = torch.zeros(K, 2, requires_grad=True)
     log_scale = torch.zeros(K, requires_grad=True)
-    opt = torch.optim.Adam([{"params": [theta], "lr": 1.0}, {"params": [logit, log_pen, log_scale], "lr": 0.05},
-                            {"params": [shift], "lr": 0.5}])
+    jitter = torch.zeros(K, *theta.shape, requires_grad=image_jitter)  # [K, S, M, 2]
+    scalars = [log_pen, log_scale] + ([] if keep_strokes else [logit])
+    opt = torch.optim.Adam([{"params": [theta], "lr": 1.0}, {"params": scalars, "lr": 0.05},
+                            {"params": [shift] + ([jitter] if image_jitter else []), "lr": 0.5}])
     for _ in range(joint_steps):
-        p = torch.sigmoid(logit)[None].expand(K, -1)
-        inst = transform(theta[None].expand(K, -1, -1, -1), p, shift, log_scale)
+        p = (chosen if keep_strokes else torch.sigmoid(logit))[None].expand(K, -1)
+        inst = transform(theta[None].expand(K, -1, -1, -1), p, shift, log_scale, jitter)
         nll = bernoulli_nll(render_batch(inst, p, log_pen.exp().expand(K), size), images).sum()
         prior = -(_normal(shift, noise.shift).sum() + _normal(log_scale, noise.log_scale).sum())
+        if image_jitter:
+            prior = prior - (_normal(jitter, noise.jitter) * p[:, :, None, None]).sum()
         opt.zero_grad()
         (nll + prior).backward()
         opt.step()
-    presence = (torch.sigmoid(logit) > 0.5).float().detach()
-    if presence.sum() == 0:
-        presence[torch.sigmoid(logit).argmax()] = 1.0
+    presence = chosen if keep_strokes else _at_least_one(torch.sigmoid(logit).detach())
     return StrokeType(theta.detach().clamp(0, CANVAS), presence, float(log_pen.detach().exp()), noise, size)
+
+
+def _at_least_one(presence: torch.Tensor) -> torch.Tensor:
+    """Presence probabilities [S] -> {0, 1} strokes, the likeliest kept if none passes 0.5."""
+    out = (presence > 0.5).float()
+    if out.sum() == 0:
+        out[presence.argmax()] = 1.0
+    return out
 
 
 # -- a prior over types: new characters ---------------------------------------------------------------------
