@@ -292,3 +292,30 @@ def test_the_prior_over_programs_learns_counts_and_draws_valid_types():
         assert len(program.strokes) == counts[-1]
         assert ty.sample(2, generator=g).shape == (2, 1, 28, 28)
     assert 0.5 < counts.count(1) / 40 < 0.95
+
+
+def test_joint_refit_can_keep_the_candidates_strokes():
+    # two strokes, the second drawn in a different place by every "drawer": a refit of presence may drop it,
+    # keep_strokes must not
+    truth = torch.tensor([[[25.0, 30.0], [40.0, 35.0], [50.0, 50.0], [55.0, 65.0], [62.0, 70.0], [70.0, 72.0]],
+                          [[20.0, 80.0], [30.0, 80.0], [40.0, 80.0], [50.0, 80.0], [60.0, 80.0], [70.0, 80.0]]])
+    noise = NoiseModel(shift=1.0, log_scale=0.02, jitter=0.5, log_pen=0.02)
+    images = []
+    for i, dy in enumerate((-12.0, 0.0, 12.0)):
+        moved = truth.clone()
+        moved[1, :, 1] += dy
+        ty = StrokeType(moved, torch.tensor([1.0, 1.0]), pen=8.0, noise=noise)
+        images.append(ty.sample(1, generator=torch.Generator().manual_seed(i), binary=True))
+    support = torch.cat(images)
+
+    class Encoder(torch.nn.Module):
+        def forward(self, x):
+            B = x.shape[0]
+            return truth[None].expand(B, -1, -1, -1), torch.tensor([6.0, 0.3]).expand(B, -1), torch.full((B,), 8.0)
+
+    for image_jitter in (False, True):
+        ty = infer_type(Encoder(), support, noise, refine_steps=5, joint_steps=30, keep_strokes=True,
+                        image_jitter=image_jitter)
+        assert ty.presence.tolist() == [1.0, 1.0]
+        assert torch.isfinite(ty.cps).all()
+        assert torch.isfinite(ty.log_prob(support, iw_samples=4)).all()

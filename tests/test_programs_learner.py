@@ -149,3 +149,25 @@ def test_bad_setups_are_clear_errors(drawn: Path, tmp_path: Path):
         learner.meta_loss(Tasks(x[:, :1], x[:, 1:], None, None, None))
     with pytest.raises(DataError, match="has not read any pen trajectories"):
         learner.adapt(x[0, :1])
+
+
+def test_augmentation_moves_images_and_strokes_alike():
+    from metagen.meta.programs import augment
+    from metagen.programs.encoder import render_batch
+
+    g = torch.Generator().manual_seed(0)
+    cps = torch.rand(32, 2, 4, 2, generator=g) * 50 + 25
+    present, pen = torch.ones(32, 2), torch.full((32,), 6.0)
+    images = (render_batch(cps, present, pen, 28) > 0.5).float()[:, None]
+    torch.manual_seed(0)
+    warped, moved = augment(images, cps, 0.4)
+    assert set(warped.unique().tolist()) <= {0.0, 1.0}
+
+    def iou(a, b):
+        return ((a * b).sum((1, 2, 3)) / ((a + b) > 0).float().sum((1, 2, 3))).mean().item()
+
+    drawn = (render_batch(moved, present, pen, 28) > 0.5).float()[:, None]
+    assert iou(warped, drawn) > 0.7  # the moved strokes draw the moved image (up to resampling)
+    assert iou(warped, images) < iou(warped, drawn) - 0.2  # and the images did move
+    same, unmoved = augment(images, cps, 0.0)
+    assert torch.equal(same, images) and torch.equal(unmoved, cps)

@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-copy", action="store_true", help="leave out the copy-the-support baseline")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="learner.KEY=VALUE",
                    help="change how learners adapt, e.g. --set learner.eval_inner_steps=1 (repeatable; "
-                        "eval_inner_steps, finetune_steps, finetune_lr, vectorize)")
+                        "eval_inner_steps, finetune_steps, finetune_lr, vectorize; programs: refine_steps, "
+                        "joint_steps, keep_strokes, image_jitter, fit_steps, jitter_factor, flip)")
     _add_common(p)
 
     p = sub.add_parser("bench", help="every method of a bench preset on the same held-out tasks: NLL, FID, "

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from metagen.config import Config, GeneratorConfig, LearnerConfig
@@ -23,7 +24,7 @@ from metagen.errors import ConfigError, DataError
 from metagen.meta.base import Adapted, MetaLearner
 from metagen.programs.encoder import StrokeEncoder, encoder_loss
 from metagen.programs.model import NoiseModel, ProgramPrior, StrokeType, infer_type
-from metagen.programs.program import Program
+from metagen.programs.program import CANVAS, Program
 from metagen.registry import LEARNERS
 
 STARTS = 1024  # free-stroke starts kept for the prior (a fixed number, so a checkpoint has fixed shapes)
@@ -37,9 +38,13 @@ class ProgramsConfig(LearnerConfig):
     channels: int = Field(32, ge=1)  # stroke encoder
     hidden: int = Field(256, ge=1)
     render_weight: float = Field(1.0, ge=0)  # weight of the rendered image's NLL in the encoder loss
+    # training images and their strokes moved by one random similarity transform each (rotation up to this many
+    # radians, size by up to +-augment/2 in log, shift up to 50 * augment canvas units); 0: as drawn
+    augment: float = Field(0.0, ge=0, le=0.5)
     # multiple of the drawers' control-point spread an instance gets; 0.5 was best of {1, 0.5, 0.25} by 1-shot NLL
     # on the background validation characters (docs/results.md)
     jitter_factor: float = Field(0.5, gt=0)
+    flip: float = Field(1e-3, gt=0, lt=0.5)  # ink probabilities stay within [flip, 1 - flip]
     refine_steps: int = Field(40, ge=0)  # gradient steps on each support image's strokes
     joint_steps: int = Field(40, ge=0)  # then on the chosen type against all k images
     keep_strokes: bool = False  # the joint refit keeps the chosen candidate's strokes (else refits their presence)
@@ -107,13 +112,12 @@ class StrokePrograms(MetaLearner):
     def learn_strokes(self, images: torch.Tensor, cps: torch.Tensor, present: torch.Tensor, noise: NoiseModel,
                       prior_rows: int | None = None, seed: int = 0) -> None:
         """Keep images [N, 1, H, W] with their strokes (cps [N, S, M, 2], present [N, S]) as the encoder's
-        training targets; set the motor noise (its jitter times `jitter_factor`) and fit the prior over programs
-        on the first `prior_rows` drawings (None: all)."""
+        training targets; keep the drawers' motor noise and fit the prior over programs on the first `prior_rows`
+        drawings (None: all)."""
         self._table = {}
         for i, image in enumerate(images):
             self._table.setdefault(_key(image), i)
         self._targets = (cps.float(), present.float())
-        noise = dataclasses.replace(noise, jitter=noise.jitter * self.cfg.jitter_factor)
         prior = ProgramPrior.fit(cps[:prior_rows], present[:prior_rows])
         keep = torch.randint(len(prior.starts), (STARTS,), generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
@@ -127,8 +131,10 @@ class StrokePrograms(MetaLearner):
 
     @property
     def noise_model(self) -> NoiseModel:
+        """The drawers' motor noise with this config's jitter factor and flip rate (both adaptation settings)."""
         self._check_fitted()
-        return NoiseModel(**{f: float(v) for f, v in zip(NOISE_FIELDS, self.noise.tolist(), strict=True)})
+        drawers = NoiseModel(**{f: float(v) for f, v in zip(NOISE_FIELDS, self.noise.tolist(), strict=True)})
+        return dataclasses.replace(drawers, jitter=drawers.jitter * self.cfg.jitter_factor, flip=self.cfg.flip)
 
     @property
     def program_prior(self) -> ProgramPrior:
@@ -155,6 +161,8 @@ class StrokePrograms(MetaLearner):
                             "background Omniglot drawings as drawn (no rotations, mirrors or other data)")
         idx = torch.tensor(rows)
         cps, present = self._targets[0][idx].to(images.device), self._targets[1][idx].to(images.device)
+        if self.training and self.cfg.augment > 0:
+            images, cps = augment(images, cps, self.cfg.augment)
         return encoder_loss(self.encoder, images, cps, present, self.cfg.render_weight)[0]
 
     def adapt(self, support: torch.Tensor) -> ProgramAdapted:
@@ -194,6 +202,26 @@ class ProgramAdapted(Adapted):
 
     def program(self) -> Program:
         return self.type.program()
+
+
+def augment(images: torch.Tensor, cps: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [B, 1, H, W] (binary) and their strokes cps [B, S, M, 2] (canvas units) moved alike by a random
+    similarity transform about the canvas centre each; the images resampled and thresholded to stay binary."""
+    B = images.shape[0]
+    angle = (torch.rand(B, device=images.device) * 2 - 1) * strength
+    scale = ((torch.rand(B, device=images.device) * 2 - 1) * strength / 2).exp()
+    shift = (torch.rand(B, 2, device=images.device) * 2 - 1) * strength  # canvas half-widths: [-1, 1] coordinates
+    cos, sin = angle.cos(), angle.sin()
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # [B, 2, 2]
+    forward = scale[:, None, None] * rot  # u' = forward u + shift, u in [-1, 1] canvas coordinates
+    half = CANVAS / 2
+    moved = ((cps - half) / half) @ forward.transpose(1, 2)[:, None] + shift[:, None, None]  # [B, S, M, 2]
+    # grid_sample reads the input at inverse(u'): u = forward^-1 (u' - shift)
+    inverse = torch.linalg.inv(forward)
+    theta = torch.cat([inverse, -(inverse @ shift[..., None])], -1)  # [B, 2, 3]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    warped = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (warped > 0.5).to(images.dtype), (moved * half + half).clamp(0, CANVAS)
 
 
 def _key(image: torch.Tensor) -> bytes:
