@@ -25,9 +25,10 @@ PROGRAMS = {"name": "programs", "strokes": 2, "control": 4, "channels": 4, "hidd
             "joint_steps": 3, "fit_steps": 2}
 
 
-def _write_drawings(root: Path, seed: int = 0) -> Path:
+def _write_drawings(root: Path, seed: int = 0, corrupt_held_out: bool = True) -> Path:
     """Fake Omniglot whose images are drawn from their own stroke files (one or two strokes per character,
-    drawers differ by a little noise). The held-out alphabet's stroke files are corrupt: reading them fails."""
+    drawers differ by a little noise). With `corrupt_held_out`, the held-out alphabet's stroke files are corrupt:
+    reading them fails."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(root / "images_background.zip", "w") as images, \
@@ -47,7 +48,7 @@ def _write_drawings(root: Path, seed: int = 0) -> Path:
                     images.write(png, f"images_background/{name}.png")
                     text = "START\n" + "".join("".join(f"{x:.2f},{-y:.2f},{10 * i}\n" for i, (x, y) in enumerate(s))
                                                + "BREAK\n" for s in drawing)
-                    if alphabet in HELD_OUT:
+                    if alphabet in HELD_OUT and corrupt_held_out:
                         text = "START\nnot a stroke file\n"
                     strokes.writestr(f"strokes_background/{name}.txt", text)
     (root / "tmp.png").unlink()
@@ -171,3 +172,22 @@ def test_augmentation_moves_images_and_strokes_alike():
     assert iou(warped, images) < iou(warped, drawn) - 0.2  # and the images did move
     same, unmoved = augment(images, cps, 0.0)
     assert torch.equal(same, images) and torch.equal(unmoved, cps)
+
+
+def test_stroke_check_benchmark_runs_on_a_trained_run(tmp_path: Path):
+    import importlib.util
+    import json
+
+    root = _write_drawings(tmp_path / "data", seed=1, corrupt_held_out=False)
+    run = tmp_path / "run"
+    train(_config(root, train={"steps": 2, "meta_batch": 2, "shots": [1, 1], "queries": 3}), run, progress=False)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stroke_programs.py"
+    spec = importlib.util.spec_from_file_location("stroke_programs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    assert module.main(["--checkpoint", str(run), "--shots", "1", "2", "--rows", "2", "--imagine", "2",
+                        "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["tasks"] == CHARS and 0 <= report["shots"]["1"]["stroke_count_accuracy"] <= 1
+    assert (out / "sheet_2shot.png").is_file() and len((out / "imagined.txt").read_text().split("\n\n")) == 2
