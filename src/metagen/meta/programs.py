@@ -155,7 +155,7 @@ class StrokePrograms(MetaLearner):
             raise DataError("learner 'programs' trains on images with pen trajectories: `metagen train` reads them "
                             "(fit_data) before the first step")
         images = torch.cat([tasks.support, tasks.query], 1).flatten(0, 1)  # [T*(K+Q), 1, H, W]
-        rows = [self._table.get(_key(x)) for x in images]
+        rows = [self._table.get(_key(x)) for x in images.cpu()]
         if None in rows:
             raise DataError("an image of this batch has no pen trajectory; learner 'programs' trains on the "
                             "background Omniglot drawings as drawn (no rotations, mirrors or other data)")
