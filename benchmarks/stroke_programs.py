@@ -6,7 +6,8 @@ For a trained `programs` run (`metagen train --config omniglot-programs`), every
   strokes  share of inferred types with as many strokes as the drawer of the first support image drew
   cp_err   RMS distance of those types' control points to that drawer's (strokes matched, either direction),
            canvas units (the canvas is 100 wide), over the tasks whose stroke count is right
-The held-out alphabets' pen trajectories are read here only for this check, never for training. Writes a sheet
+The held-out alphabets' pen trajectories are read here only for this check, never for training (`--split validation`
+checks the background validation characters instead, to choose adaptation settings). Writes a sheet
 per k (the support drawings with the inferred strokes in colour, then 8 new instances of the type) and
 --imagine new characters from the prior over programs (a sheet and their programs as text). The bench's metrics
 (NLL, FID, fidelity, ...) come from `metagen bench --preset omniglot-programs`.
@@ -26,6 +27,7 @@ import torch
 from metagen.checkpoint import load_learner
 from metagen.data import fixed_tasks, load_splits, resolve_data_dir
 from metagen.data.strokes import load_strokes
+from metagen.evaluate import _with_adapt_settings, adapt_overrides
 from metagen.metrics.stats import mean_ci
 from metagen.programs.encoder import drawing_targets, match_cost
 from metagen.programs.viz import column, row, strokes_over
@@ -37,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True, help="a run of `metagen train --config omniglot-programs`")
     ap.add_argument("--data-dir", default=None, help="folder with omniglot/ (default: $METAGEN_DATA_DIR)")
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
-    ap.add_argument("--max-tasks", type=int, default=None, help="held-out characters checked (default: all)")
+    ap.add_argument("--max-tasks", type=int, default=None, help="characters checked (default: all)")
+    ap.add_argument("--split", choices=["held_out", "validation"], default="held_out",
+                    help="check the held-out alphabets, or the background validation characters (to choose settings)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="learner.KEY=VALUE",
+                    help="adaptation settings, as `metagen eval --set`")
     ap.add_argument("--rows", type=int, default=8, help="characters per sheet")
     ap.add_argument("--imagine", type=int, default=8, help="new characters drawn from the prior over programs")
     ap.add_argument("--seed", type=int, default=0)
@@ -48,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     learner, ckpt = load_learner(args.checkpoint)
     if ckpt.config.learner.name != "programs":
         raise SystemExit(f"'{args.checkpoint}' is learner '{ckpt.config.learner.name}', not 'programs'")
+    _with_adapt_settings(learner, adapt_overrides(args.overrides))
     cfg = ckpt.config
     splits = load_splits(cfg.data, cfg.split, args.data_dir)
+    concepts = splits.held_out if args.split == "held_out" else splits.validation
+    groups = set(splits.test_groups) if args.split == "held_out" else set(concepts.group_names)
     root = resolve_data_dir(cfg.data.data_dir, args.data_dir)
     if root is None:
         raise SystemExit("pass --data-dir or set METAGEN_DATA_DIR to the folder holding omniglot/")
@@ -65,18 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(imagined)} imagined characters: {out / 'imagined.txt'}, {out / 'imagined.png'}")
 
     S, M = learner.cfg.strokes, learner.cfg.control
-    tasks = fixed_tasks(splits.held_out, max(args.shots), cfg.eval.queries, seed=cfg.eval.seed,
-                        max_tasks=args.max_tasks)
-    check = load_strokes(root, groups=set(splits.test_groups))  # only to check the inferred types
-    report: dict = {"checkpoint": str(args.checkpoint), "test_groups": splits.test_groups, "tasks": len(tasks),
-                    "shots": {}}
+    tasks = fixed_tasks(concepts, max(args.shots), cfg.eval.queries, seed=cfg.eval.seed, max_tasks=args.max_tasks)
+    check = load_strokes(root, groups=groups)  # only to check the inferred types
+    report: dict = {"checkpoint": str(args.checkpoint), "split": args.split, "groups": sorted(groups),
+                    "settings": args.overrides, "tasks": len(tasks), "shots": {}}
     for k in args.shots:
         strokes_ok, cp_err, sheet = [], [], []
         for t in range(len(tasks)):
             support = tasks.support[t, :k]
             adapted = learner.adapt(support)
             ty = adapted.type
-            name = splits.held_out.names[int(tasks.concepts[t])]
+            name = concepts.names[int(tasks.concepts[t])]
             drawing = check[tuple(name.split("/", 1))][int(tasks.support_ids[t, 0])]
             target, present = drawing_targets(drawing, S, M)
             right = int(ty.presence.sum()) == min(len(drawing), S)
