@@ -25,7 +25,7 @@ import torch
 from metagen.checkpoint import load_learner
 from metagen.config import Config, parse_override
 from metagen.data import Tasks, fixed_tasks, load_splits
-from metagen.evaluate import _with_adapt_settings, adapt_overrides, query_nll
+from metagen.evaluate import adapt_overrides, query_nll, with_adapt_settings
 from metagen.metrics.features import FeatureConfig, FidelityClassifier, feature_net
 from metagen.metrics.stats import mean_ci
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     base = learner.cfg
     for setting in grid(args.grid):
         learner.cfg = base
-        _with_adapt_settings(learner, adapt_overrides([f"learner.{k}={json.dumps(v)}" for k, v in setting.items()]))
+        with_adapt_settings(learner, adapt_overrides([f"learner.{k}={json.dumps(v)}" for k, v in setting.items()]))
         row = {"setting": setting, "shots": {}, "fidelity": {}}
         t0 = time.perf_counter()
         for k in args.shots:

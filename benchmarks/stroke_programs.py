@@ -27,7 +27,7 @@ import torch
 from metagen.checkpoint import load_learner
 from metagen.data import fixed_tasks, load_splits, resolve_data_dir
 from metagen.data.strokes import load_strokes
-from metagen.evaluate import _with_adapt_settings, adapt_overrides
+from metagen.evaluate import adapt_overrides, with_adapt_settings
 from metagen.metrics.stats import mean_ci
 from metagen.programs.encoder import drawing_targets, match_cost
 from metagen.programs.viz import column, row, strokes_over
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     learner, ckpt = load_learner(args.checkpoint)
     if ckpt.config.learner.name != "programs":
         raise SystemExit(f"'{args.checkpoint}' is learner '{ckpt.config.learner.name}', not 'programs'")
-    _with_adapt_settings(learner, adapt_overrides(args.overrides))
+    with_adapt_settings(learner, adapt_overrides(args.overrides))
     cfg = ckpt.config
     splits = load_splits(cfg.data, cfg.split, args.data_dir)
     concepts = splits.held_out if args.split == "held_out" else splits.validation

@@ -133,7 +133,7 @@ def adapt_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _with_adapt_settings(learner: MetaLearner, overrides: dict[str, Any]) -> list[str]:
+def with_adapt_settings(learner: MetaLearner, overrides: dict[str, Any]) -> list[str]:
     """Apply the overrides this learner has (validated); returns them as `key=value` strings."""
     mine = {k: v for k, v in overrides.items() if k in type(learner.cfg).model_fields}
     if mine:
@@ -158,7 +158,7 @@ def load_methods(checkpoints: list[str | Path], device: torch.device | str,
     applied = set()
     for path in checkpoints:
         learner, ckpt = load_learner(path, device)
-        changed = _with_adapt_settings(learner, overrides or {})
+        changed = with_adapt_settings(learner, overrides or {})
         applied |= {c.split("=")[0] for c in changed}
         if config is None:
             config = ckpt.config
