@@ -179,7 +179,8 @@ def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(ckpt.model))
     unexpected = sorted(set(ckpt.model) - set(own))
-    shapes = sorted(k for k in set(own) & set(ckpt.model) if own[k].shape != ckpt.model[k].shape)
+    sized = set(getattr(model, "data_sized", ()))  # buffers whose shape is the training data's (refine's bank)
+    shapes = sorted(k for k in set(own) & set(ckpt.model) - sized if own[k].shape != ckpt.model[k].shape)
     if missing or unexpected or shapes:
         what = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
                 else f"shape mismatch in {shapes[:3]}")

@@ -37,6 +37,7 @@ REFUSED = {
     ("lstm", "spatial"), ("transformer", "spatial"),
     ("fontgen", "attention"), ("fontgen", "spatial"), ("fontgen", "copy"),
 }
+REFUSED |= {(f, "refine") for f in GEN_CFG if f != "fontgen"}  # it retrieves glyphs of training typefaces
 SHAPE = (1, 8, 8)  # toy_tasks' images
 
 
@@ -44,16 +45,19 @@ def test_the_table_covers_every_registered_family():
     assert set(GEN_CFG) == set(GENERATORS.names())
 
 
+LEARNERS_CFG = {**LEARNER_CFG, "refine": {"context_dim": 4, "hidden": 16, "channels": 4, "neighbours": 2}}
+
+
 def _config(family: str, learner: str):
     source = "fortunes" if family in TEXT else "fonts" if family in PAIRS else "glyphs"
     return from_dict({"data": {"source": source},
                       "generator": {"name": family, **GEN_CFG[family]},
-                      "learner": {"name": learner, **LEARNER_CFG[learner]}})
+                      "learner": {"name": learner, **LEARNERS_CFG[learner]}})
 
 
 @pytest.mark.parametrize("family", sorted(GEN_CFG))
 # the programs learner has no base generator to pair (its strokes are its family): tests/test_programs_learner.py
-@pytest.mark.parametrize("learner", sorted(set(LEARNER_CFG) - {"programs"}))
+@pytest.mark.parametrize("learner", sorted(set(LEARNERS_CFG) - {"programs"}))
 def test_pair_works_or_is_refused_in_one_line(family, learner):
     if (family, learner) in REFUSED:
         with pytest.raises(ConfigError) as err:
@@ -69,6 +73,14 @@ def test_pair_works_or_is_refused_in_one_line(family, learner):
         tasks = Tasks(*(torch.cat([x, x.flip(-1)], 2) for x in (tasks.support, tasks.query)), tasks.concepts,
                       tasks.support_ids, tasks.query_ids)
         options = {"content": tasks.query[0, :2, 1:]}
+        if learner == "refine":  # its bank of training typefaces: here each toy task is a face
+            from types import SimpleNamespace
+
+            from metagen.data.concepts import ConceptSet
+
+            faces = ConceptSet([torch.cat([s, q]) for s, q in zip(tasks.support, tasks.query, strict=True)],
+                               ["a", "b"], ["a", "b"])
+            model.fit_data(None, SimpleNamespace(fonts=True, background=faces), None)
     if model.meta_trained:
         loss = model.meta_loss(tasks)
         assert loss.dim() == 0 and torch.isfinite(loss)

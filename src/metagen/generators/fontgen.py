@@ -1,7 +1,9 @@
 """Content/style glyph translator (FUNIT, Liu et al. 2019, at glyph size): a character in a typeface.
 
 An example is a glyph pair `x: [B, 2, H, W]`: channel 0 the glyph in the typeface, channel 1 the same
-character in the reference face (see metagen.data.fonts). A content encoder maps the reference glyph to a
+character in the reference face (see metagen.data.fonts); learners may add content channels after it
+(`refine`: the character in the most similar training faces, `[B, 2 + m, H, W]`), which then also reach the
+last layer at full resolution. A content encoder maps the content channels to a
 spatial content code `[B, 4ch, H/4, W/4]`; a decoder of AdaIN residual blocks (Huang & Belongie 2017) turns
 it into the glyph, with the AdaIN scales and shifts computed from the style code `cond` (the set encoder
 of the k support glyphs, under the `context` learner). Without a style code (fine-tune, MAML, Reptile,
@@ -64,12 +66,13 @@ class ResBlock(nn.Module):
 
 
 class ContentEncoder(nn.Module):
-    """Reference glyphs [B, 1, H, W] -> content codes [B, 4ch, H/4, W/4]."""
+    """Content images [B, c, H, W] (the reference glyph, then any retrieved glyphs) -> content codes
+    [B, 4ch, H/4, W/4]."""
 
-    def __init__(self, ch: int, blocks: int) -> None:
+    def __init__(self, ch: int, blocks: int, in_channels: int = 1) -> None:
         super().__init__()
         self.down = nn.Sequential(
-            nn.Conv2d(1, ch, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, ch, 3, padding=1), nn.ReLU(),
             nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), nn.ReLU(),  # H/2
             nn.Conv2d(2 * ch, 4 * ch, 4, stride=2, padding=1), nn.ReLU(),  # H/4
         )
@@ -86,43 +89,48 @@ class Decoder(nn.Module):
     """Content codes [B, 4ch, H/4, W/4] + AdaIN parameters -> glyph logits [B, 1, H, W].
 
     The style is a flat vector [B, style_size]: per residual block two AdaIN layers' (gamma, beta) of 4ch
-    channels, then, with `modulate_up`, (gamma, beta) of the two upsampling layers' 2ch and ch channels."""
+    channels, then, with `modulate_up`, (gamma, beta) of the two upsampling layers' 2ch and ch channels.
+    With `skip` > 0 the last layer also sees the content images [B, skip, H, W] at full resolution (a glyph
+    retrieved from a similar face is mostly right, and its edges should not pass through H/4)."""
 
-    def __init__(self, ch: int, blocks: int, modulate_up: bool = False) -> None:
+    def __init__(self, ch: int, blocks: int, modulate_up: bool = False, skip: int = 0) -> None:
         super().__init__()
-        self.ch, self.modulate_up = ch, modulate_up
+        self.ch, self.modulate_up, self.skip = ch, modulate_up, skip
         self.blocks = nn.ModuleList(ResBlock(4 * ch) for _ in range(blocks))
         self.up = nn.Sequential(
             nn.Upsample(scale_factor=2), nn.Conv2d(4 * ch, 2 * ch, 5, padding=2), nn.ReLU(),  # H/2
             nn.Upsample(scale_factor=2), nn.Conv2d(2 * ch, ch, 5, padding=2), nn.ReLU(),  # H
-            nn.Conv2d(ch, 1, 7, padding=3),
+            nn.Conv2d(ch + skip, 1, 7, padding=3),
         )
         self.style_size = blocks * 2 * 2 * 4 * ch + (2 * (2 * ch + ch) if modulate_up else 0)
 
-    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def forward(self, content: torch.Tensor, style: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """content codes, style [B, style_size], and with `skip` the content images [B, skip, H, W]."""
         B, n, c4 = style.shape[0], len(self.blocks), 4 * self.ch
         blocks = style[:, : n * 4 * c4].view(B, n, 2, 2, c4)  # [B, block, layer, (gamma, beta), C]
         h = content
         for i, b in enumerate(self.blocks):
             h = b(h, blocks[:, i, :, 0], blocks[:, i, :, 1])
-        if not self.modulate_up:
-            return self.up(h)
         ups = style[:, n * 4 * c4 :]
         for upsample, conv in ((self.up[0], self.up[1]), (self.up[3], self.up[4])):
             h = conv(upsample(h))
-            C = h.shape[1]
-            h = F.relu(_adain(h, ups[:, :C], ups[:, C : 2 * C]))
-            ups = ups[:, 2 * C :]
+            if self.modulate_up:
+                C = h.shape[1]
+                h = _adain(h, ups[:, :C], ups[:, C : 2 * C])
+                ups = ups[:, 2 * C :]
+            h = F.relu(h)
+        if self.skip:
+            h = torch.cat([h, images], 1)
         return self.up[6](h)
 
 
 class PairDiscriminator(nn.Module):
-    """(glyph, reference) pairs [B, 2, H, W] -> scores [B]."""
+    """(glyph, content channels) [B, C, H, W] -> scores [B]."""
 
-    def __init__(self, ch: int, size: int) -> None:
+    def __init__(self, ch: int, size: int, channels: int = 2) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(2, ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Flatten(), nn.Linear(2 * ch * (size // 4) ** 2, 1),
         )
@@ -141,28 +149,30 @@ class FontGen(Generator):
                  memory_dim: int = 0) -> None:
         super().__init__(example_shape, cond_dim, memory_dim)
         C, H, W = example_shape
-        if C != 2 or H != W or H % 4:
+        if C < 2 or H != W or H % 4:
             raise ConfigError(f"generator 'fontgen' needs glyph pairs [2, H, H] with H divisible by 4, got "
                               f"{list(example_shape)}; use data.source = 'fonts' with an image_size divisible by 4")
         self.cfg = cfg
         ch, n = cfg.channels, cfg.blocks
-        self.decoder = Decoder(ch, n, modulate_up=cfg.modulate == "all")
+        skip = C - 1 if C > 2 else 0  # retrieved glyphs (and the reference) reach the last layer
+        self.decoder = Decoder(ch, n, modulate_up=cfg.modulate == "all", skip=skip)
         out = self.decoder.style_size
         if cond_dim:
             self.style = nn.Sequential(nn.Linear(cond_dim, cfg.style_hidden), nn.ReLU(),
                                        nn.Linear(cfg.style_hidden, out))
         else:  # one style of its own, adapted by gradient learners
             self.style_code = nn.Parameter(torch.zeros(out))
-        self.content = ContentEncoder(ch, n)
-        self.disc = PairDiscriminator(ch, H) if cfg.adv_weight > 0 else None
+        self.content = ContentEncoder(ch, n, C - 1)
+        self.disc = PairDiscriminator(ch, H, C) if cfg.adv_weight > 0 else None
 
     def _style(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
         cond = self.expand_cond(cond, batch)
         return self.style_code.expand(batch, -1) if cond is None else self.style(cond)  # [B, style_size]
 
     def logits(self, ref: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Reference glyphs [B, 1, H, W] -> glyph logits [B, 1, H, W] in the style `cond`."""
-        return self.decoder(self.content(ref), self._style(cond, ref.shape[0]))
+        """Content images [B, C - 1, H, W] (the reference glyph first) -> glyph logits [B, 1, H, W] in the
+        style `cond`."""
+        return self.decoder(self.content(ref), self._style(cond, ref.shape[0]), ref)
 
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
                  iw_samples: int = 1000) -> torch.Tensor:
@@ -188,15 +198,16 @@ class FontGen(Generator):
 
     def sample(self, n: int, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
                generator: torch.Generator | None = None, content: torch.Tensor | None = None) -> torch.Tensor:
-        """Glyph pairs [n, 2, H, W] for the reference glyphs `content` [n, 1, H, W]: the glyph's pixel
-        probabilities, and the reference."""
+        """Glyph pairs [n, C, H, W] for the content images `content` [n, C - 1, H, W] (the reference glyphs
+        [n, 1, H, W] for pairs): the glyph's pixel probabilities, and the content."""
         if content is None:
             raise DataError("the font generator draws given characters: pass content= reference glyphs "
                             "[n, 1, H, W] (metagen font / metagen stylize do)")
         if content.dim() == 3:
             content = content[:, None]
-        if content.shape[0] != n or tuple(content.shape[1:]) != (1, *self.example_shape[1:]):
-            raise DataError(f"content must be [{n}, 1, {self.example_shape[1]}, {self.example_shape[2]}], got "
+        c = self.example_shape[0] - 1
+        if content.shape[0] != n or tuple(content.shape[1:]) != (c, *self.example_shape[1:]):
+            raise DataError(f"content must be [{n}, {c}, {self.example_shape[1]}, {self.example_shape[2]}], got "
                             f"{list(content.shape)}")
         self.expand_memory(memory, n)
         content = content.float()

@@ -1,0 +1,213 @@
+"""Retrieve and refine (fonts): the set-conditioned content/style model, given the nearest training faces.
+
+Few-shot font generation has a strong non-parametric baseline: the training typeface whose glyphs of the
+support's characters are nearest in L1, drawn in full (`retrieval` in the fonts bench). This learner starts
+from it. `fit_data` keeps every training typeface's glyphs in a bank (buffers, so they travel in the
+checkpoint); for a support set it finds the `neighbours` nearest faces in the bank, and every example gains
+their glyphs of its character as extra content channels:
+
+    x [N, 2, H, W] (glyph, reference)  ->  [N, 2 + m, H, W] (glyph, reference, glyph in face 1..m)
+
+The set encoder reads the augmented support (so it sees where the support departs from its neighbours) and
+the `fontgen` decoder draws the glyph from the augmented content, with the content images also at its last
+layer: the model learns a correction of the retrieved glyph, in the style of the support. A character no
+retrieved face has (the unseen-content split) gets the reference glyph in its place, as in the baseline.
+
+In training, faces that draw the support exactly (the task's own face, or a copy of it) are excluded with
+their whole families, since held-out families are never in the bank.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from metagen.config import Config, GeneratorConfig
+from metagen.data.episodes import Tasks
+from metagen.errors import ConfigError, DataError
+from metagen.generators.base import Generator
+from metagen.meta.base import Adapted, GeneratorAdapted, seeded
+from metagen.meta.context import ContextConfig, SetConditioned
+from metagen.meta.functional import call
+from metagen.nets import gaussian_kl
+from metagen.registry import LEARNERS
+
+
+class RefineConfig(ContextConfig):
+    name: Literal["refine"] = "refine"  # type: ignore[assignment]
+    neighbours: int = Field(1, ge=1, le=8)  # nearest training faces whose glyphs join the content
+    kl_weight: float = Field(0.01, ge=0)
+
+
+@LEARNERS.register("refine")
+class RetrieveRefine(SetConditioned):
+    Config = RefineConfig  # type: ignore[assignment]
+    data_sized = ("class_refs", "glyph_bits", "has_glyph", "family")  # the bank: resized when a checkpoint loads
+
+    @classmethod
+    def incompatible(cls, generator: type[Generator]) -> str | None:
+        if generator.registry_name != "fontgen":  # type: ignore[attr-defined]
+            return (f"learner 'refine' retrieves glyphs of training typefaces, for generator 'fontgen' only; got "
+                    f"'{generator.registry_name}'")  # type: ignore[attr-defined]
+        return None
+
+    def __init__(self, cfg: RefineConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
+        C, H, W = example_shape
+        super().__init__(cfg, generator_cfg, (C + cfg.neighbours, H, W))  # encoder and generator see m more
+        self.example_shape = tuple(example_shape)
+        # The bank (filled by fit_data; empty shapes until then, resized when a checkpoint loads):
+        self.register_buffer("class_refs", torch.zeros(0, H, W, dtype=torch.uint8))  # [G, H, W] reference glyphs
+        self.register_buffer("glyph_bits", torch.zeros(0, 0, (H * W + 7) // 8, dtype=torch.uint8))  # [F, G, bytes]
+        self.register_buffer("has_glyph", torch.zeros(0, 0, dtype=torch.bool))  # [F, G]
+        self.register_buffer("family", torch.zeros(0, dtype=torch.int64))  # [F]
+        self._glyphs: torch.Tensor | None = None  # glyph_bits unpacked, [F, G, H, W] uint8
+
+    # -- the bank ----------------------------------------------------------------------------------------------
+    def fit_data(self, config: Config, splits: Any, data_dir: str | None) -> None:
+        """Keep the background typefaces' glyphs, one class per distinct reference glyph (homoglyphs share)."""
+        if getattr(splits, "fonts", None) is None:
+            raise ConfigError("learner 'refine' retrieves glyphs of training typefaces: use data.source = 'fonts'")
+        bg = splits.background
+        H, W = self.example_shape[1:]
+        examples = [ex.to(torch.uint8).cpu() for ex in bg.examples]  # binary glyph pairs
+        classes: dict[bytes, int] = {}
+        refs_seen: list[torch.Tensor] = []
+        for ex in examples:
+            for ref in ex[:, 1]:
+                if classes.setdefault(ref.numpy().tobytes(), len(classes)) == len(refs_seen):
+                    refs_seen.append(ref)
+        F_, G = len(examples), len(classes)
+        glyphs = torch.zeros(F_, G, H, W, dtype=torch.uint8)
+        has = torch.zeros(F_, G, dtype=torch.bool)
+        for f, ex in enumerate(examples):
+            for glyph, ref in zip(ex[:, 0], ex[:, 1], strict=True):
+                g = classes[ref.numpy().tobytes()]
+                if not has[f, g]:  # the first of a face's homoglyphs stands for the class
+                    glyphs[f, g], has[f, g] = glyph, True
+        refs = torch.stack(refs_seen)
+        names = {n: i for i, n in enumerate(dict.fromkeys(bg.groups))}
+        device = self.family.device
+        self.class_refs = refs.to(device)
+        self.glyph_bits = torch.from_numpy(np.packbits(glyphs.flatten(2).numpy() > 0, axis=-1)).to(device)
+        self.has_glyph = has.to(device)
+        self.family = torch.tensor([names[g] for g in bg.groups], dtype=torch.int64, device=device)
+        self._glyphs = None
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        for name in self.data_sized:
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.family.device))
+        self._glyphs = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def bank(self) -> torch.Tensor:
+        """Every bank glyph, [F, G, H, W] in {0, 1} (uint8)."""
+        if len(self.family) == 0:
+            raise DataError("this 'refine' model has no typeface bank (it was built, not trained): train it with "
+                            "`metagen train --config fonts-refine`")
+        if self._glyphs is None or self._glyphs.device != self.glyph_bits.device:
+            H, W = self.example_shape[1:]
+            bits = np.unpackbits(self.glyph_bits.cpu().numpy(), axis=-1, count=H * W)
+            self._glyphs = torch.from_numpy(bits).view(*self.glyph_bits.shape[:2], H, W).to(self.glyph_bits.device)
+        return self._glyphs
+
+    def classes_of(self, refs: torch.Tensor) -> torch.Tensor:
+        """Reference glyphs [N, H, W] -> their class in the bank [N], -1 where none matches exactly (two
+        characters' reference glyphs can differ by 2 pixels, I and l; a user's own drawing matches none)."""
+        table = self.class_refs.flatten(1).to(refs.dtype)  # [G, HW]
+        d = torch.cdist(refs.flatten(1)[None], table[None], p=1)[0]  # [N, G] pixels that differ
+        best, cls = d.min(1)
+        return torch.where(best == 0, cls, torch.full_like(cls, -1))
+
+    def nearest(self, support: torch.Tensor, exclude_exact: bool = False) -> torch.Tensor:
+        """Support pairs [K, 2, H, W] -> the `neighbours` nearest bank faces [m] (by mean L1 over the support's
+        characters; faces missing one of them are skipped), -1 where there is none."""
+        bank, m = self.bank(), self.cfg.neighbours
+        cls = self.classes_of(support[:, 1].float())
+        keep = cls >= 0
+        if not keep.any():
+            return torch.full((m,), -1, dtype=torch.int64, device=support.device)
+        cls, glyphs = cls[keep], support[keep, 0].float()  # [K'], [K', H, W]
+        theirs = bank[:, cls].float()  # [F, K', H, W]
+        d = (theirs - glyphs).abs().flatten(1).mean(1)  # [F]
+        d = torch.where(self.has_glyph[:, cls].all(1), d, torch.full_like(d, torch.inf))
+        if exclude_exact:
+            same = torch.isin(self.family, self.family[d == 0])
+            d = torch.where(same, torch.full_like(d, torch.inf), d)
+        dist, faces = d.topk(min(m, len(d)), largest=False)
+        faces = torch.where(torch.isfinite(dist), faces, torch.full_like(faces, -1))
+        return torch.cat([faces, faces.new_full((m - len(faces),), -1)])
+
+    def retrieved(self, content: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        """Content images [N, H, W] -> each one's character in the faces [m]: [N, m, H, W]; the content image
+        itself where a face lacks the character or the image is no reference glyph."""
+        bank = self.bank()
+        cls = self.classes_of(content.float())  # [N]
+        out = content.float()[:, None].repeat(1, len(faces), 1, 1)
+        for j, f in enumerate(faces.tolist()):
+            ok = (cls >= 0) & (f >= 0)
+            if f >= 0:
+                ok &= self.has_glyph[f, cls.clamp(min=0)]
+            out[ok, j] = bank[f, cls[ok]].to(out.dtype)
+        return out
+
+    def augment(self, x: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        """Pairs [N, 2, H, W] -> [N, 2 + m, H, W] with the faces' glyphs of each example's character."""
+        return torch.cat([x.float(), self.retrieved(x[:, 1], faces)], 1)
+
+    # -- the learner surface -----------------------------------------------------------------------------------
+    def meta_loss(self, tasks: Tasks) -> torch.Tensor:
+        support, query = [], []
+        for s, q in zip(tasks.support, tasks.query, strict=True):
+            faces = self.nearest(s, exclude_exact=True)
+            support.append(self.augment(s, faces))
+            query.append(self.augment(q, faces))
+        mu, logvar = self.encoder(torch.stack(support))  # [T, D]
+        c = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        Q = tasks.query.shape[1]
+        nll = self.generator.loss(torch.cat(query), c.repeat_interleave(Q, 0))
+        return nll + self.cfg.kl_weight * gaussian_kl(mu, logvar).mean() / Q
+
+    def adapt(self, support: torch.Tensor) -> Adapted:
+        self.check_support(support)
+        faces = self.nearest(support)
+        mu, _ = self.encoder(self.augment(support, faces)[None])
+        return RefineAdapted(self, mu[0], faces)
+
+    def zero_shot(self) -> Adapted:
+        return RefineAdapted(self, super().zero_shot().cond, self._no_faces())
+
+    def prior(self, generator: torch.Generator | None = None) -> Adapted:
+        return RefineAdapted(self, super().prior(generator).cond, self._no_faces())
+
+    def _no_faces(self) -> torch.Tensor:
+        return torch.full((self.cfg.neighbours,), -1, dtype=torch.int64, device=self.family.device)
+
+
+class RefineAdapted(GeneratorAdapted):
+    """The decoder in one style, with the support's nearest faces: pairs in, pairs out."""
+
+    def __init__(self, learner: RetrieveRefine, cond: torch.Tensor, faces: torch.Tensor) -> None:
+        super().__init__(learner.generator, cond=cond)
+        self.learner, self.faces = learner, faces
+
+    def sample(self, n: int, generator: torch.Generator | None = None, content: torch.Tensor | None = None,
+               **options: Any) -> torch.Tensor:
+        """Glyph pairs [n, 2, H, W] for reference glyphs `content` [n, 1, H, W]."""
+        if content is None:
+            raise DataError("the font generator draws given characters: pass content= reference glyphs [n, 1, H, W]")
+        if content.dim() == 3:
+            content = content[:, None]
+        if content.dim() != 4 or content.shape[1] != 1:
+            raise DataError(f"content must be reference glyphs [n, 1, H, W], got {list(content.shape)}")
+        full = torch.cat([content.float(), self.learner.retrieved(content[:, 0], self.faces)], 1)
+        return super().sample(n, generator=generator, content=full, **options)[:, :2]
+
+    def log_prob(self, x: torch.Tensor, iw_samples: int = 1000,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        with seeded(generator):
+            return call(self.generator, self.params, "log_prob", self.learner.augment(x, self.faces), cond=self.cond,
+                        iw_samples=iw_samples)

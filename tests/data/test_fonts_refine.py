@@ -1,0 +1,128 @@
+"""Retrieve and refine (learner 'refine'): its bank of training typefaces, retrieval as the fonts bench's
+baseline does it, the exclusion of the task's own family in training, and a tiny train/reload/draw run.
+Uses the faces bundled with matplotlib, like tests/data/test_fonts.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_fonts import MPL_FONTS, _pairs, fonts_config
+
+from metagen.config import from_dict
+from metagen.data import load_splits
+from metagen.data.fonts import SCRIPTS, FontData, load_fonts
+from metagen.errors import ConfigError, DataError
+from metagen.meta import build_learner
+
+REFINE = {"name": "refine", "context_dim": 16, "channels": 8, "hidden": 32, "kl_weight": 0.01, "neighbours": 2}
+
+
+@pytest.fixture(scope="module")
+def fonts() -> FontData:
+    return load_fonts([MPL_FONTS], list(SCRIPTS), 28, progress=False)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A refine learner with its bank of the background faces, and the splits."""
+    cfg = from_dict(fonts_config(learner=REFINE))
+    s = load_splits(cfg.data, cfg.split)
+    learner = build_learner(cfg, s.background.example_shape)
+    learner.fit_data(cfg, s, None)
+    return learner, s
+
+
+def test_the_bank_holds_every_background_glyph_once_per_reference(fitted) -> None:
+    learner, s = fitted
+    bank = learner.bank()
+    assert bank.shape[:2] == learner.has_glyph.shape == (len(s.background), len(learner.class_refs))
+    assert set(bank.unique().tolist()) <= {0, 1}
+    for f in (0, len(s.background) - 1):
+        ex = s.background.examples[f]
+        cls = learner.classes_of(ex[:, 1].float())
+        assert (cls >= 0).all() and learner.has_glyph[f, cls].all()
+        # a face's glyph of each class is one of its glyphs with that reference (homoglyphs share a class)
+        for glyph, c in zip(ex[:, 0], cls.tolist(), strict=True):
+            same = ex[cls == c, 0]
+            assert any(torch.equal(bank[f, c], g) for g in same)
+            assert torch.equal(bank[f, c], glyph) or len(same) > 1
+    assert learner.family.max() + 1 == len(set(s.background.groups))
+
+
+def test_it_retrieves_what_the_retrieval_baseline_retrieves(fitted, fonts: FontData) -> None:
+    from metagen.fontbench import Retrieval
+
+    learner, s = fitted
+    baseline = Retrieval(s)
+    hidden = s.held_out_chars[0]
+    for face in s.held_out.names[:6]:
+        chars = "".join(c for c in "HOWag5" if c in fonts.chars[fonts.concepts.names.index(face)])
+        support = _pairs(fonts, face, chars)
+        faces = learner.nearest(support)
+        assert faces[0].item() == baseline.nearest(support, chars)
+        assert faces[1].item() != faces[0].item() and faces[1].item() >= 0
+        targets = "Zz" + hidden
+        refs = _pairs(fonts, face, targets)[:, 1]
+        expected = baseline.draw(support, chars, refs, targets)
+        assert torch.equal(learner.retrieved(refs, faces)[:, 0], expected)  # held-out char: the reference
+
+
+def test_training_leaves_out_the_tasks_own_family(fitted, fonts: FontData) -> None:
+    learner, s = fitted
+    face = "DejaVu Sans Mono Bold"
+    support = _pairs(fonts, face, "HOWa")
+    own = s.background.names.index(face)
+    assert learner.nearest(support)[0].item() == own
+    family = s.background.groups[own]
+    for f in learner.nearest(support, exclude_exact=True).tolist():
+        assert f >= 0 and s.background.groups[f] != family
+
+
+def test_content_that_is_no_reference_glyph_stands_for_itself(fitted, fonts: FontData) -> None:
+    learner, _ = fitted
+    blob = torch.zeros(1, 28, 28)
+    blob[0, 5:20, 8:12] = 1
+    faces = learner.nearest(_pairs(fonts, "DejaVu Sans Bold", "HO"))
+    assert torch.equal(learner.retrieved(blob, faces)[0], blob.expand(2, -1, -1))
+    assert (learner.nearest(torch.stack([torch.stack([blob[0], blob[0]])])) == -1).all()
+
+
+def test_an_untrained_model_says_to_train_it_and_other_generators_are_refused() -> None:
+    cfg = from_dict(fonts_config(learner=REFINE))
+    learner = build_learner(cfg, (2, 28, 28))
+    with pytest.raises(DataError, match="no typeface bank.*metagen train"):
+        learner.adapt(torch.zeros(2, 2, 28, 28))
+    with pytest.raises(ConfigError, match="'fontgen' only"):
+        from_dict({"generator": {"name": "vae"}, "learner": REFINE})
+    with pytest.raises(ConfigError, match="data.source = 'fonts'"):
+        from types import SimpleNamespace
+
+        learner.fit_data(cfg, SimpleNamespace(fonts=None), None)
+
+
+def test_it_trains_reloads_with_its_bank_and_draws(tmp_path: Path, fonts: FontData) -> None:
+    from metagen.checkpoint import load_learner
+    from metagen.train import train
+
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    cfg = from_dict(fonts_config(learner=REFINE, train={"steps": 40, "ckpt_every": 20, "log_every": 20}))
+    train(cfg, run, progress=False)
+    learner, _ = load_learner(run, verbose=False)
+    assert len(learner.family) > 0  # the bank came back with the weights
+    untrained = build_learner(cfg, (2, 28, 28))
+    untrained.fit_data(cfg, load_splits(cfg.data, cfg.split), None)
+    support, targets = _pairs(fonts, "DejaVu Serif Bold", "HOWa"), _pairs(fonts, "DejaVu Serif Bold", "bcxyz")
+    with torch.no_grad():
+        adapted = learner.adapt(support)
+        x = adapted.sample(5, content=targets[:, 1:])
+        lp = adapted.log_prob(targets)
+        before = untrained.adapt(support).log_prob(targets)
+    assert lp.mean() > before.mean() + 100, (lp.mean(), before.mean())  # nats per glyph, of ~500 at the start
+    assert x.shape == (5, 2, 28, 28) and torch.equal(x[:, 1], targets[:, 1])
+    assert x.min() >= 0 and x.max() <= 1
+    assert lp.shape == (5,) and torch.isfinite(lp).all() and (lp <= 0).all()
+    with pytest.raises(DataError, match=r"content must be reference glyphs \[n, 1, H, W\]"):
+        adapted.sample(2, content=targets[:2])
