@@ -36,7 +36,7 @@ from metagen.config import Config, Strict, from_dict, load_config, presets, read
 from metagen.data import ConceptSet, Splits, Tasks, fixed_tasks, load_concepts, load_splits
 from metagen.data.concepts import resolve_test_groups
 from metagen.errors import CheckpointError, ConfigError
-from metagen.evaluate import query_nll
+from metagen.evaluate import adapt_overrides, query_nll, with_adapt_settings
 from metagen.meta.base import MetaLearner
 from metagen.metrics import mean_ci
 from metagen.metrics.classify import (
@@ -71,9 +71,20 @@ class BenchMethod(Strict):
     steps: int | None = Field(None, ge=1)  # train.steps; None: the config's own
     set: list[str] = Field(default_factory=list)  # further `section.key=value` overrides
     checkpoint: str | None = None  # a run folder trained elsewhere (`metagen train`); the same for every seed
+    # adaptation settings applied to the trained learner (`learner.select=8`, as `metagen eval --set` takes)
+    adapt: list[str] = Field(default_factory=list)
     # False: leave the method out of classification by likelihood (for learners whose every adaptation is a
     # training run, e.g. scratch: 100 steps for each of the 2500 support sets of the default settings)
     classify: bool = True
+
+    @field_validator("adapt")
+    @classmethod
+    def _adapt_keys(cls, v: list[str]) -> list[str]:
+        try:
+            adapt_overrides(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> BenchMethod:
@@ -444,6 +455,7 @@ def run_bench(preset: str, out_dir: str | Path, runs_dir: str | Path = "runs/ben
         for m in chosen:
             run = Path(runs_dir) / name / m / f"seed{seed}"
             tr = train_or_reuse(configs[m][seed], run, data_dir, dev, progress, p.methods[m].checkpoint)
+            with_adapt_settings(tr.learner, adapt_overrides(p.methods[m].adapt))
             trained[m].append(tr)
             # Each (method, seed) is saved as soon as it is scored, so an interrupted bench resumes after it.
             png = out / f"samples_{_slug(m)}.png"

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="characters to draw (any that DejaVu Sans has)")
     p.add_argument("--out", default="font.png", help="sheet PNG: the support, then the drawn characters")
     p.add_argument("--each", default=None, metavar="DIR", help="also one PNG per character (U+0041.png)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="learner.KEY=VALUE",
+                   help="adaptation setting (refine: learner.select=3 draws each character as the likeliest of "
+                        "the 3 nearest training faces' glyphs; learner.tune_steps=30)")
     _add_common(p)
 
     p = sub.add_parser("stylize", help="draw a content glyph in the style of a few glyphs (a font model)")
@@ -110,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="glyphs in the target style, named after their characters unless --style-chars")
     p.add_argument("--style-chars", default=None, help="the character of each style image, in order")
     p.add_argument("--out", default="stylized.png", help="PNG: style glyphs | content | result")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="learner.KEY=VALUE",
+                   help="adaptation setting (refine: learner.select=3 draws each character as the likeliest of "
+                        "the 3 nearest training faces' glyphs; learner.tune_steps=30)")
     _add_common(p)
 
     p = sub.add_parser("sample", help="generate without a support set (new concepts from the prior)")
@@ -366,9 +372,14 @@ def cmd_compose(args: argparse.Namespace) -> int:
 
 def _font_model(args: argparse.Namespace) -> tuple[Any, Any]:
     from metagen import typeset
+    from metagen.evaluate import adapt_overrides, with_adapt_settings
 
+    overrides = adapt_overrides(args.overrides)
     learner, ckpt, _device = _load(args)
     typeset.check_font_model(learner, ckpt.config.data.source, str(ckpt.path))
+    unused = set(overrides) - {c.split("=")[0] for c in with_adapt_settings(learner, overrides)}
+    if unused:
+        raise MetagenError(f"learner '{learner.cfg.name}' has no setting {sorted(unused)[0]}; drop that --set")
     return learner.cpu(), ckpt
 
 

@@ -114,7 +114,9 @@ def fit_copy(config: Config, splits: Splits, device: torch.device | str = "cpu")
 # Learner settings that only change how a trained learner adapts, so evaluation may override them.
 ADAPT_KEYS = ("eval_inner_steps", "finetune_steps", "finetune_lr", "vectorize",
               # programs:
-              "refine_steps", "joint_steps", "keep_strokes", "image_jitter", "fit_steps", "jitter_factor", "flip")
+              "refine_steps", "joint_steps", "keep_strokes", "image_jitter", "fit_steps", "jitter_factor", "flip",
+              # refine:
+              "select", "tune_steps", "tune_lr")
 
 
 def adapt_overrides(items: list[str]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from metagen.data import Splits, load_splits
 from metagen.data.fonts import FontData
 from metagen.data.glyphs import cache_dir
 from metagen.errors import ConfigError, DataError
+from metagen.evaluate import adapt_overrides, with_adapt_settings
 from metagen.meta.base import MetaLearner
 from metagen.metrics.features import FeatureNet, fit_classifier
 from metagen.metrics.quality import fid
@@ -309,6 +310,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
         config = config or cfg
         trained = train_or_reuse(cfg, Path(runs_dir) / f"{name}-{_slug(m)}", data_dir, dev, progress,
                                  p.methods[m].checkpoint)
+        with_adapt_settings(trained.learner, adapt_overrides(p.methods[m].adapt))
         learned.append(Learned(m, trained.learner.cpu().eval(), p.binarize))
     if config is None:
         from metagen.config import load_config

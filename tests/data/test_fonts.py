@@ -149,7 +149,7 @@ def test_every_fonts_preset_builds() -> None:
     from metagen.config import presets
 
     names = [n for n in presets() if n.startswith("fonts")]
-    assert {"fonts", "fonts-finetune", "fonts-hyper"} <= set(names)
+    assert {"fonts", "fonts-finetune", "fonts-hyper", "fonts-refine"} <= set(names)
     for name in names:
         cfg = load_config(name)
         assert cfg.data.source == "fonts" and cfg.generator.name == "fontgen", name

@@ -102,7 +102,8 @@ def test_an_untrained_model_says_to_train_it_and_other_generators_are_refused() 
         learner.fit_data(cfg, SimpleNamespace(fonts=None), None)
 
 
-def test_it_trains_reloads_with_its_bank_and_draws(tmp_path: Path, fonts: FontData) -> None:
+def test_it_trains_reloads_with_its_bank_and_draws(tmp_path: Path, fonts: FontData,
+                                                   capsys: pytest.CaptureFixture) -> None:
     from metagen.checkpoint import load_learner
     from metagen.train import train
 
@@ -126,3 +127,69 @@ def test_it_trains_reloads_with_its_bank_and_draws(tmp_path: Path, fonts: FontDa
     assert lp.shape == (5,) and torch.isfinite(lp).all() and (lp <= 0).all()
     with pytest.raises(DataError, match=r"content must be reference glyphs \[n, 1, H, W\]"):
         adapted.sample(2, content=targets[:2])
+
+    # the font command, with an adaptation setting; a setting the learner lacks is one line, exit 2
+    from test_fonts import _glyph_png
+
+    from metagen.cli import main
+
+    glyphs = [str(_glyph_png(tmp_path / f"{c}.png", c)) for c in "HOam"]
+    out = tmp_path / "sheet.png"
+    assert main(["font", "--checkpoint", str(run), "--support", *glyphs, "--chars", "Hello", "--out", str(out),
+                 "--set", "learner.select=2"]) == 0 and out.is_file()
+    capsys.readouterr()
+    assert main(["font", "--checkpoint", str(run), "--support", *glyphs, "--out", str(out),
+                 "--set", "learner.finetune_steps=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metagen: error: ") and "\n" not in err and "finetune_steps" in err
+
+
+def test_selection_draws_real_glyphs_of_the_candidate_faces(fitted, fonts: FontData) -> None:
+    """select = 1 is the retrieval baseline; more candidates give, per character, one of their glyphs;
+    characters no candidate has get the decoder's glyph."""
+    from metagen.fontbench import Retrieval
+
+    learner, s = fitted
+    learner.eval()
+    face = s.held_out.names[0]
+    support = _pairs(fonts, face, "HOWa")
+    hidden = s.held_out_chars[0]
+    targets = "".join(c for c in "bcexzk" if c not in s.held_out_chars) + hidden
+    refs = _pairs(fonts, face, targets)[:, 1]
+    expected = Retrieval(s).draw(support, "HOWa", refs, targets)
+    learner.cfg = learner.cfg.model_copy(update={"select": 1})
+    with torch.no_grad():
+        one = learner.adapt(support).sample(len(targets), content=refs[:, None])[:, 0]
+        learner.cfg = learner.cfg.model_copy(update={"select": 0})
+        drawn = learner.adapt(support).sample(len(targets), content=refs[:, None])[:, 0]
+        learner.cfg = learner.cfg.model_copy(update={"select": 4})
+        adapted = learner.adapt(support)
+        four = adapted.sample(len(targets), content=refs[:, None])[:, 0]
+    assert torch.equal(one[:-1], expected[:-1]) and torch.equal(one[-1], drawn[-1])
+    options = learner.retrieved(refs, adapted.candidates)  # [N, 4, H, W]
+    assert len(set(adapted.candidates.tolist())) == 4
+    for i in range(len(targets) - 1):
+        assert any(torch.equal(four[i], o) for o in options[i])
+    assert torch.equal(four[-1], drawn[-1])
+    learner.cfg = learner.cfg.model_copy(update={"select": 0})
+
+
+def test_bench_methods_take_adaptation_settings_and_refuse_others() -> None:
+    from metagen.bench import BenchMethod
+
+    assert BenchMethod(checkpoint="run", adapt=["learner.select=8"]).adapt == ["learner.select=8"]
+    with pytest.raises(ValueError, match="only change adaptation settings"):
+        BenchMethod(checkpoint="run", adapt=["learner.context_dim=8"])
+
+
+def test_tuning_the_code_raises_the_supports_likelihood_and_leaves_the_weights(fitted, fonts: FontData) -> None:
+    learner, s = fitted
+    support = _pairs(fonts, s.held_out.names[0], "HOWa")
+    weights = {k: v.clone() for k, v in learner.state_dict().items()}
+    with torch.no_grad():
+        before = learner.adapt(support).log_prob(support).mean()
+        learner.cfg = learner.cfg.model_copy(update={"tune_steps": 20, "tune_lr": 0.05})
+        after = learner.adapt(support).log_prob(support).mean()
+    learner.cfg = learner.cfg.model_copy(update={"tune_steps": 0})
+    assert after > before + 1.0, (before, after)
+    assert all(torch.equal(v, learner.state_dict()[k]) for k, v in weights.items())

@@ -40,6 +40,13 @@ class RefineConfig(ContextConfig):
     name: Literal["refine"] = "refine"  # type: ignore[assignment]
     neighbours: int = Field(1, ge=1, le=8)  # nearest training faces whose glyphs join the content
     kl_weight: float = Field(0.01, ge=0)
+    # 0: draw the decoder's glyph. > 0: draw, for each character, the glyph of one of the `select` nearest
+    # faces, the one the decoder finds most likely (a real glyph, chosen per character by the learned style);
+    # the decoder's glyph where no candidate face has the character.
+    select: int = Field(0, ge=0, le=64)
+    # Adam steps on the style code (from the set encoder) that raise the support's own likelihood; 0: none.
+    tune_steps: int = Field(0, ge=0)
+    tune_lr: float = Field(0.05, gt=0)
 
 
 @LEARNERS.register("refine")
@@ -122,10 +129,10 @@ class RetrieveRefine(SetConditioned):
         best, cls = d.min(1)
         return torch.where(best == 0, cls, torch.full_like(cls, -1))
 
-    def nearest(self, support: torch.Tensor, exclude_exact: bool = False) -> torch.Tensor:
-        """Support pairs [K, 2, H, W] -> the `neighbours` nearest bank faces [m] (by mean L1 over the support's
-        characters; faces missing one of them are skipped), -1 where there is none."""
-        bank, m = self.bank(), self.cfg.neighbours
+    def nearest(self, support: torch.Tensor, exclude_exact: bool = False, m: int | None = None) -> torch.Tensor:
+        """Support pairs [K, 2, H, W] -> the m (default `neighbours`) nearest bank faces [m] (by mean L1 over the
+        support's characters; faces missing one of them are skipped), -1 where there is none."""
+        bank, m = self.bank(), m or self.cfg.neighbours
         cls = self.classes_of(support[:, 1].float())
         keep = cls >= 0
         if not keep.any():
@@ -144,15 +151,21 @@ class RetrieveRefine(SetConditioned):
     def retrieved(self, content: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """Content images [N, H, W] -> each one's character in the faces [m]: [N, m, H, W]; the content image
         itself where a face lacks the character or the image is no reference glyph."""
+        return self.retrieved_where(content, faces)[0]
+
+    def retrieved_where(self, content: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`retrieved`, and where the glyph is the face's own [N, m] (bool)."""
         bank = self.bank()
         cls = self.classes_of(content.float())  # [N]
         out = content.float()[:, None].repeat(1, len(faces), 1, 1)
+        found = torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device)
         for j, f in enumerate(faces.tolist()):
             ok = (cls >= 0) & (f >= 0)
             if f >= 0:
                 ok &= self.has_glyph[f, cls.clamp(min=0)]
             out[ok, j] = bank[f, cls[ok]].to(out.dtype)
-        return out
+            found[:, j] = ok
+        return out, found
 
     def augment(self, x: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """Pairs [N, 2, H, W] -> [N, 2 + m, H, W] with the faces' glyphs of each example's character."""
@@ -174,8 +187,26 @@ class RetrieveRefine(SetConditioned):
     def adapt(self, support: torch.Tensor) -> Adapted:
         self.check_support(support)
         faces = self.nearest(support)
-        mu, _ = self.encoder(self.augment(support, faces)[None])
-        return RefineAdapted(self, mu[0], faces)
+        augmented = self.augment(support, faces)
+        mu, _ = self.encoder(augmented[None])
+        if self.cfg.tune_steps:
+            mu = self.tune(mu[0], augmented)[None]
+        candidates = self.nearest(support, m=self.cfg.select) if self.cfg.select else None
+        return RefineAdapted(self, mu[0], faces, candidates)
+
+    def tune(self, code: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        """Style code [D] -> the code after `tune_steps` Adam steps on -log p(support | code), [D] (detached;
+        the weights are untouched)."""
+        code = code.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([code], lr=self.cfg.tune_lr)
+        with torch.enable_grad():
+            for _ in range(self.cfg.tune_steps):
+                opt.zero_grad()
+                loss = -self.generator.log_prob(support, code).mean()
+                (grad,) = torch.autograd.grad(loss, code)
+                code.grad = grad
+                opt.step()
+        return code.detach()
 
     def zero_shot(self) -> Adapted:
         return RefineAdapted(self, super().zero_shot().cond, self._no_faces())
@@ -190,9 +221,10 @@ class RetrieveRefine(SetConditioned):
 class RefineAdapted(GeneratorAdapted):
     """The decoder in one style, with the support's nearest faces: pairs in, pairs out."""
 
-    def __init__(self, learner: RetrieveRefine, cond: torch.Tensor, faces: torch.Tensor) -> None:
+    def __init__(self, learner: RetrieveRefine, cond: torch.Tensor, faces: torch.Tensor,
+                 candidates: torch.Tensor | None = None) -> None:
         super().__init__(learner.generator, cond=cond)
-        self.learner, self.faces = learner, faces
+        self.learner, self.faces, self.candidates = learner, faces, candidates
 
     def sample(self, n: int, generator: torch.Generator | None = None, content: torch.Tensor | None = None,
                **options: Any) -> torch.Tensor:
@@ -204,7 +236,23 @@ class RefineAdapted(GeneratorAdapted):
         if content.dim() != 4 or content.shape[1] != 1:
             raise DataError(f"content must be reference glyphs [n, 1, H, W], got {list(content.shape)}")
         full = torch.cat([content.float(), self.learner.retrieved(content[:, 0], self.faces)], 1)
-        return super().sample(n, generator=generator, content=full, **options)[:, :2]
+        x = super().sample(n, generator=generator, content=full, **options)[:, :2]
+        if self.candidates is not None:
+            x[:, 0] = self.select(full, x[:, 0])
+        return x
+
+    def select(self, full: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+        """For content [n, 1 + m, H, W], the candidate faces' glyph of each character that the decoder finds
+        most likely, [n, H, W]; `drawn` where no candidate face has the character."""
+        assert self.candidates is not None
+        options, real = self.learner.retrieved_where(full[:, 0], self.candidates)  # [n, M, H, W], [n, M]
+        n, M = options.shape[:2]
+        pairs = torch.cat([options.flatten(0, 1)[:, None], full.repeat_interleave(M, 0)], 1)  # [n*M, 2+m, H, W]
+        lp = call(self.generator, self.params, "log_prob", pairs, cond=self.cond).view(n, M)
+        lp = torch.where(real, lp, torch.full_like(lp, -torch.inf))
+        best = lp.argmax(1)
+        chosen = options[torch.arange(n), best]
+        return torch.where(real.any(1)[:, None, None], chosen, drawn)
 
     def log_prob(self, x: torch.Tensor, iw_samples: int = 1000,
                  generator: torch.Generator | None = None) -> torch.Tensor:
