@@ -24,6 +24,7 @@ the real B glyphs with the two classifiers. Per-task metrics get a 95% CI across
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -300,6 +301,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
     dev = torch.device(device)
     learned: list[Method] = []
     config: Config | None = None
+    done: dict[str, MetaLearner] = {}  # methods that differ only in adaptation settings share one training run
     for m in [m for m in chosen if m in p.methods]:
         cfg = method_config(p.methods[m], p.seed, device)
         if cfg.data.source != "fonts":
@@ -308,10 +310,13 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
             raise ConfigError(f"method '{m}' uses other data or split settings than the first method; every "
                               "method of the fonts bench must share them")
         config = config or cfg
-        trained = train_or_reuse(cfg, Path(runs_dir) / f"{name}-{_slug(m)}", data_dir, dev, progress,
-                                 p.methods[m].checkpoint)
-        with_adapt_settings(trained.learner, adapt_overrides(p.methods[m].adapt))
-        learned.append(Learned(m, trained.learner.cpu().eval(), p.binarize))
+        key = p.methods[m].model_dump_json(exclude={"adapt", "classify"})
+        if key not in done:
+            done[key] = train_or_reuse(cfg, Path(runs_dir) / f"{name}-{_slug(m)}", data_dir, dev, progress,
+                                       p.methods[m].checkpoint).learner.cpu().eval()
+        learner = copy.deepcopy(done[key])
+        with_adapt_settings(learner, adapt_overrides(p.methods[m].adapt))
+        learned.append(Learned(m, learner, p.binarize))
     if config is None:
         from metagen.config import load_config
 

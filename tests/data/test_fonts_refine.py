@@ -193,3 +193,33 @@ def test_tuning_the_code_raises_the_supports_likelihood_and_leaves_the_weights(f
     learner.cfg = learner.cfg.model_copy(update={"tune_steps": 0})
     assert after > before + 1.0, (before, after)
     assert all(torch.equal(v, learner.state_dict()[k]) for k, v in weights.items())
+
+
+def test_bench_methods_that_differ_in_adaptation_share_one_training_run(tmp_path: Path) -> None:
+    from metagen.fontbench import run_font_bench
+
+    cfg = fonts_config(learner=REFINE, train={"steps": 6, "ckpt_every": 6, "log_every": 6})
+    lines = []
+    for section, values in cfg.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
+    (tmp_path / "tiny.toml").write_text("\n".join(lines) + "\n")
+    raw = {"kind": "fonts", "shots": [2], "classifier_steps": 5, "bootstrap": 0, "sheet_faces": 0, "max_faces": 3,
+           "binarize": True,
+           "methods": {"drawn": {"config": str(tmp_path / "tiny.toml")},
+                       "selected": {"config": str(tmp_path / "tiny.toml"), "adapt": ["learner.select=2"]}}}
+    report = run_font_bench("tiny", raw, tmp_path / "bench", tmp_path / "runs", quiet=True, progress=False)
+    assert {"drawn", "selected"} <= set(report["methods"])
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["tiny-drawn"]  # trained once
+    drawn, selected = (report["methods"][m]["seen"]["2"]["l1"]["mean"] for m in ("drawn", "selected"))
+    assert drawn != selected  # the setting reached the second method only
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return str(v)
