@@ -380,6 +380,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
             for name in split_names:
                 cell: dict[str, Any] = {m: dict(zip(("mean", "ci95"), mean_ci(v), strict=True))
                                         for m, v in per[name].items()}
+                cell["per_task"] = per[name]  # same tasks for every method: paired comparisons
                 f, ci = fid_tasks(*feats[name], p.bootstrap, p.seed)
                 cell["fid"] = {"mean": f, "ci95": ci}
                 cell["ms_per_task"] = 1000 * seconds / max(len(tasks), 1)
@@ -389,6 +390,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
                           f"ssim {cell['ssim']['mean']:.3f} content {cell['content']['mean']:.2f} "
                           f"style {cell['style']['mean']:.2f} fid {f:.1f}", flush=True)
         report["methods"][method.name] = rows
+    report["vs_retrieval"] = paired_differences(report["methods"])
     report["seconds"] = time.perf_counter() - t0
     report["sheets"] = write_sheets(out, splits, tasks, sheets, p)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
@@ -431,6 +433,26 @@ def write_sheets(out: Path, splits: Splits, tasks: list[FontTask], sheets: dict[
     return paths
 
 
+def paired_differences(methods: dict[str, Any]) -> dict[str, Any]:
+    """Per learned method, split and k: method - retrieval on each task's metrics, as mean and 95% CI (the
+    tasks are the same, so the pairing removes the spread between typefaces)."""
+    base = methods.get(Retrieval.name)
+    out: dict[str, Any] = {}
+    if base is None:
+        return out
+    for name, rows in methods.items():
+        if name in (Retrieval.name, CopyReference.name):
+            continue
+        for split_name, by_k in rows.items():
+            for k, cell in by_k.items():
+                ref = base[split_name][k]["per_task"]
+                out.setdefault(name, {}).setdefault(split_name, {})[k] = {
+                    m: dict(zip(("mean", "ci95"), mean_ci([a - b for a, b in zip(cell["per_task"][m], ref[m],
+                                                                                  strict=True)]), strict=True))
+                    for m in METRICS}
+    return out
+
+
 def _fmt(cell: dict[str, float], digits: int = 3) -> str:
     return f"{cell['mean']:.{digits}f} ± {cell['ci95']:.{digits}f}"
 
@@ -454,4 +476,19 @@ def markdown_report(report: dict[str, Any]) -> str:
                              f"{c['fid']['mean']:.1f} ± {c['fid']['ci95']:.1f} | {_fmt(c['content'], 2)} | "
                              f"{_fmt(c['style'], 2)} |")
         lines.append("")
+    if report.get("vs_retrieval"):
+        lines += ["**Paired against retrieval** (method − retrieval on the same tasks, mean ± 95% CI; * where the "
+                  "interval excludes 0)", "", "| method | split | k | l1 | ssim | perceptual | content | style |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for m, splits in report["vs_retrieval"].items():
+            for split_name, by_k in splits.items():
+                for k, d in by_k.items():
+                    cells = [f"{_fmt_signed(d[x], 2 if x == 'perceptual' else 3)}" for x in METRICS]
+                    lines.append(f"| {m} | {split_name} | {k} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _fmt_signed(cell: dict[str, float], digits: int) -> str:
+    star = "*" if abs(cell["mean"]) > cell["ci95"] else ""
+    return f"{cell['mean']:+.{digits}f} ± {cell['ci95']:.{digits}f}{star}"

@@ -231,6 +231,12 @@ def test_font_bench_scores_every_method(trained: Path, tmp_path: Path) -> None:
     assert 0 <= report["true"]["seen"]["style"]["mean"] <= 1
     md = (tmp_path / "bench" / "report.md").read_text()
     assert "| retrieval | 3 |" in md and "Unseen characters" in md
+    # paired differences against retrieval: their mean is the difference of the two methods' means
+    paired = report["vs_retrieval"]["context"]["seen"]["3"]["l1"]
+    ours, theirs = report["methods"]["context"]["seen"]["3"]["l1"], report["methods"]["retrieval"]["seen"]["3"]["l1"]
+    assert paired["mean"] == pytest.approx(ours["mean"] - theirs["mean"], abs=1e-9)
+    assert len(report["methods"]["context"]["seen"]["3"]["per_task"]["l1"]) == 6
+    assert set(report["vs_retrieval"]) == {"context"} and "Paired against retrieval" in md
     assert len(report["sheets"]) == 2 and all((tmp_path / "bench" / p).is_file() for p in report["sheets"])
 
 
