@@ -29,10 +29,9 @@ from metagen.config import Config, GeneratorConfig
 from metagen.data.episodes import Tasks
 from metagen.errors import ConfigError, DataError
 from metagen.generators.base import Generator
-from metagen.meta.base import Adapted, GeneratorAdapted, seeded
+from metagen.meta.base import Adapted, GeneratorAdapted
 from metagen.meta.context import ContextConfig, SetConditioned
 from metagen.meta.functional import call
-from metagen.nets import gaussian_kl
 from metagen.registry import LEARNERS
 
 
@@ -174,15 +173,13 @@ class RetrieveRefine(SetConditioned):
     # -- the learner surface -----------------------------------------------------------------------------------
     def meta_loss(self, tasks: Tasks) -> torch.Tensor:
         support, query = [], []
-        for s, q in zip(tasks.support, tasks.query, strict=True):
-            faces = self.nearest(s, exclude_exact=True)
-            support.append(self.augment(s, faces))
-            query.append(self.augment(q, faces))
-        mu, logvar = self.encoder(torch.stack(support))  # [T, D]
-        c = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        Q = tasks.query.shape[1]
-        nll = self.generator.loss(torch.cat(query), c.repeat_interleave(Q, 0))
-        return nll + self.cfg.kl_weight * gaussian_kl(mu, logvar).mean() / Q
+        for sup, qry in zip(tasks.support, tasks.query, strict=True):
+            faces = self.nearest(sup, exclude_exact=True)
+            support.append(self.augment(sup, faces))
+            query.append(self.augment(qry, faces))
+        augmented = Tasks(torch.stack(support), torch.stack(query), tasks.concepts, tasks.support_ids,
+                          tasks.query_ids)
+        return super().meta_loss(augmented)  # the context learner's loss on the augmented examples
 
     def adapt(self, support: torch.Tensor) -> Adapted:
         self.check_support(support)
@@ -256,6 +253,4 @@ class RefineAdapted(GeneratorAdapted):
 
     def log_prob(self, x: torch.Tensor, iw_samples: int = 1000,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        with seeded(generator):
-            return call(self.generator, self.params, "log_prob", self.learner.augment(x, self.faces), cond=self.cond,
-                        iw_samples=iw_samples)
+        return super().log_prob(self.learner.augment(x, self.faces), iw_samples, generator)
