@@ -238,14 +238,31 @@ def character_classifier(splits: Splits, config: Config, steps: int, progress: b
 def typeface_classifier(splits: Splits, half_a: dict[int, list[int]], steps: int, progress: bool,
                         seed: int) -> tuple[FeatureNet, dict[int, int], float]:
     """conv4 classifier of the held-out typefaces, trained on their A glyphs; (net, face -> class, its
-    training accuracy)."""
+    training accuracy). Cached by the faces, their A glyphs, the steps and the seed."""
     faces = sorted(half_a)
     label = {f: i for i, f in enumerate(faces)}
+    names = splits.held_out.names
+    payload = {"v": FONT_FEATURES_VERSION, "faces": [names[f] for f in faces], "a": [half_a[f] for f in faces],
+               "n": [len(splits.held_out.examples[f]) for f in faces],
+               "size": list(splits.held_out.examples[faces[0]].shape[-2:]), "steps": steps, "seed": seed}
+    key = hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+    path = cache_dir() / "features" / f"typefaces-{key}.safetensors"
+    net = FeatureNet(len(faces), 64, 1)
+    if path.is_file():
+        try:
+            state = load_file(str(path))
+            acc = float(state.pop("train_accuracy").item())
+            net.load_state_dict(state)
+            return net.eval(), label, acc
+        except (OSError, RuntimeError, ValueError, KeyError):
+            pass
     xs = torch.cat([splits.held_out.examples[f][half_a[f], :1] for f in faces])
     ys = torch.cat([torch.full((len(half_a[f]),), label[f]) for f in faces])
     torch.manual_seed(seed)
-    net = FeatureNet(len(faces), 64, 1)
     acc = fit_classifier(net, xs, ys, steps, 2e-3, 128, 1, seed, "typeface classifier", progress)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    state["train_accuracy"] = torch.tensor(acc, dtype=torch.float64)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
     return net.eval(), label, acc
 
 

@@ -318,3 +318,25 @@ def test_few_system_fonts_say_how_to_get_the_rest(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(fonts_module, "DEFAULT_DIRS", (MPL_FONTS,))
     assert len(fonts_module.load_fonts(None, list(SCRIPTS), 28, progress=False).concepts) == 21
     assert "make setup-fonts" in capsys.readouterr().err
+
+
+def test_the_typeface_classifier_is_cached_by_its_faces_glyphs_steps_and_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import metagen.fontbench as fb
+
+    cfg = from_dict(fonts_config())
+    s = load_splits(cfg.data, cfg.split)  # from the usual cache, before it moves
+    monkeypatch.setenv("METAGEN_CACHE_DIR", str(tmp_path))
+    half_a = {f: list(range(0, len(s.held_out.examples[f]), 2)) for f in range(len(s.held_out))}
+    net, label, acc = fb.typeface_classifier(s, half_a, 5, False, 0)
+    fits = []
+    real_fit = fb.fit_classifier
+    monkeypatch.setattr(fb, "fit_classifier", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    again, label2, acc2 = fb.typeface_classifier(s, half_a, 5, False, 0)
+    assert not fits and label2 == label and acc2 == pytest.approx(acc)
+    x = s.held_out.examples[0][:4, :1].float()
+    assert torch.equal(net(x), again(x))
+    fb.typeface_classifier(s, half_a, 5, False, 1)  # another seed: trained anew
+    half_b = {f: a[1:] for f, a in half_a.items()}  # other glyphs: trained anew
+    fb.typeface_classifier(s, half_b, 5, False, 0)
+    assert len(fits) == 2

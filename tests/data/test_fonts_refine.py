@@ -175,6 +175,36 @@ def test_selection_draws_real_glyphs_of_the_candidate_faces(fitted, fonts: FontD
     learner.cfg = learner.cfg.model_copy(update={"select": 0})
 
 
+def test_face_selection_draws_one_candidate_face_the_likeliest_in_all(fitted, fonts: FontData) -> None:
+    """select_by = face: every character from the top-ranked candidate face, ranked by the mean likelihood of
+    their glyphs of the characters all candidates draw (checked against the adapted model's own log_prob)."""
+    learner, s = fitted
+    learner.eval()
+    face = s.held_out.names[1]
+    support = _pairs(fonts, face, "HOWa")
+    targets = "".join(c for c in "bcexzk" if c not in s.held_out_chars)
+    refs = _pairs(fonts, face, targets)[:, 1]
+    learner.cfg = learner.cfg.model_copy(update={"select": 3, "select_by": "face"})
+    try:
+        with torch.no_grad():
+            adapted = learner.adapt(support)
+            drawn = adapted.sample(len(targets), content=refs[:, None])[:, 0]
+            ranking = adapted.face_ranking()
+            cands = adapted.candidates
+            shared = learner.has_glyph[cands].all(0)
+            scores = [adapted.log_prob(torch.stack([learner.bank()[f, shared].float(),
+                                                    learner.class_refs[shared].float()], 1)).mean().item()
+                      for f in cands.tolist()]
+    finally:
+        learner.cfg = learner.cfg.model_copy(update={"select": 0, "select_by": "char"})
+    assert sorted(ranking.tolist()) == [0, 1, 2]
+    assert ranking.tolist() == sorted(range(3), key=lambda j: -scores[j])
+    top = cands[ranking[0]].item()
+    options = learner.retrieved(refs, cands[ranking[:1]])[:, 0]
+    assert learner.has_glyph[top, learner.classes_of(refs.float())].all()
+    assert torch.equal(drawn, options)  # the whole alphabet is the one face's
+
+
 def test_bench_methods_take_adaptation_settings_and_refuse_others() -> None:
     from metagen.bench import BenchMethod
 

@@ -43,6 +43,10 @@ class RefineConfig(ContextConfig):
     # faces, the one the decoder finds most likely (a real glyph, chosen per character by the learned style);
     # the decoder's glyph where no candidate face has the character.
     select: int = Field(0, ge=0, le=64)
+    # "char": each character's likeliest candidate glyph; "face": one candidate face for every character, the
+    # one whose glyphs (of the characters all candidates draw) are likeliest in all, so the drawn alphabet is
+    # one real typeface; characters it lacks come from the next-ranked face that has them.
+    select_by: Literal["char", "face"] = "char"
     # Adam steps on the style code (from the set encoder) that raise the support's own likelihood; 0: none.
     tune_steps: int = Field(0, ge=0)
     tune_lr: float = Field(0.05, gt=0)
@@ -222,6 +226,7 @@ class RefineAdapted(GeneratorAdapted):
                  candidates: torch.Tensor | None = None) -> None:
         super().__init__(learner.generator, cond=cond)
         self.learner, self.faces, self.candidates = learner, faces, candidates
+        self._ranking: torch.Tensor | None = None
 
     def sample(self, n: int, generator: torch.Generator | None = None, content: torch.Tensor | None = None,
                **options: Any) -> torch.Tensor:
@@ -238,14 +243,41 @@ class RefineAdapted(GeneratorAdapted):
             x[:, 0] = self.select(full, x[:, 0])
         return x
 
+    @torch.no_grad()
+    def face_ranking(self) -> torch.Tensor:
+        """Candidate columns [M] ordered by the mean log-likelihood of their glyphs of every character all
+        candidates draw (in the bank), likeliest first; computed once per adapted model."""
+        if self._ranking is None:
+            assert self.candidates is not None
+            learner, cands = self.learner, self.candidates
+            ok = cands >= 0  # [M]; -1: fewer bank faces draw the support's characters than asked for
+            shared = learner.has_glyph[cands[ok]].all(0)  # [G]
+            score = torch.full((len(cands),), -torch.inf, device=cands.device)
+            if shared.any():
+                refs = learner.class_refs[shared].float()  # [S, H, W]
+                full = torch.cat([refs[:, None], learner.retrieved(refs, self.faces)], 1)  # [S, 1 + m, H, W]
+                options = learner.retrieved(refs, cands)  # [S, M, H, W]
+                for j in ok.nonzero()[:, 0].tolist():
+                    pairs = torch.cat([options[:, j : j + 1], full], 1)  # [S, 2 + m, H, W]
+                    score[j] = call(self.generator, self.params, "log_prob", pairs, cond=self.cond).mean()
+            else:  # nothing to compare on: the nearest first
+                score[ok] = -torch.arange(int(ok.sum()), dtype=score.dtype, device=score.device)
+            self._ranking = score.argsort(descending=True, stable=True)
+        return self._ranking
+
     def select(self, full: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
         """For content [n, 1 + m, H, W], the candidate faces' glyph of each character that the decoder finds
         most likely, [n, H, W]; `drawn` where no candidate face has the character."""
         assert self.candidates is not None
         options, real = self.learner.retrieved_where(full[:, 0], self.candidates)  # [n, M, H, W], [n, M]
         n, M = options.shape[:2]
-        pairs = torch.cat([options.flatten(0, 1)[:, None], full.repeat_interleave(M, 0)], 1)  # [n*M, 2+m, H, W]
-        lp = call(self.generator, self.params, "log_prob", pairs, cond=self.cond).view(n, M)
+        if self.learner.cfg.select_by == "face":  # score: minus the rank of the candidate's face
+            rank = torch.empty(M, device=options.device)
+            rank[self.face_ranking()] = torch.arange(M, dtype=rank.dtype, device=rank.device)
+            lp = -rank[None].expand(n, M)
+        else:
+            pairs = torch.cat([options.flatten(0, 1)[:, None], full.repeat_interleave(M, 0)], 1)  # [n*M, 2+m, H, W]
+            lp = call(self.generator, self.params, "log_prob", pairs, cond=self.cond).view(n, M)
         lp = torch.where(real, lp, torch.full_like(lp, -torch.inf))
         best = lp.argmax(1)
         chosen = options[torch.arange(n), best]
