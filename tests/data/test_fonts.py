@@ -128,6 +128,26 @@ def test_fontgen_likelihood_is_the_bernoulli_of_its_logits(modulate: str) -> Non
         gen.sample(3, cond, content=torch.zeros(2, 1, 28, 28))
 
 
+def test_fontgen_memory_starts_silent_then_reads_its_tokens_as_a_set() -> None:
+    cfg = from_dict(fonts_config())
+    torch.manual_seed(0)
+    gen = build_generator(cfg.generator, (2, 28, 28), cond_dim=16, memory_dim=6)
+    x, cond = torch.rand(3, 2, 28, 28).round(), torch.randn(3, 16)
+    mem_a, mem_b = torch.randn(10, 6), torch.randn(10, 6)
+    # zero-initialised read-out: the model starts as the one without a memory
+    assert torch.equal(gen.log_prob(x, cond, mem_a), gen.log_prob(x, cond, mem_b))
+    with torch.no_grad():
+        gen.attn.out.weight.normal_()
+    lp = gen.log_prob(x, cond, mem_a)
+    assert (lp - gen.log_prob(x, cond, mem_b)).abs().max() > 1e-3
+    assert torch.allclose(lp, gen.log_prob(x, cond, mem_a[torch.randperm(10)]), atol=1e-4)  # order-free
+    per_example = mem_a.expand(3, -1, -1)
+    assert torch.allclose(gen.sample(3, cond, per_example, content=x[:, 1:]),
+                          gen.sample(3, cond, mem_a, content=x[:, 1:]), atol=1e-6)
+    with pytest.raises(ValueError, match="memory must be"):
+        gen.log_prob(x, cond, torch.randn(10, 5))
+
+
 def test_fontgen_adversarial_term_reaches_each_player_only_through_its_own_loss() -> None:
     cfg = from_dict(fonts_config(generator={"adv_weight": 0.5}))
     gen = build_generator(cfg.generator, (2, 28, 28), cond_dim=16)

@@ -145,6 +145,34 @@ def test_it_trains_reloads_with_its_bank_and_draws(tmp_path: Path, fonts: FontDa
     assert err.startswith("metagen: error: ") and "\n" not in err and "finetune_steps" in err
 
 
+def test_part_attention_trains_reloads_and_reads_the_support_as_a_set(tmp_path: Path, fonts: FontData) -> None:
+    """parts > 0: the decoder attends over the support glyphs' parts; it learns to use them, comes back from
+    the checkpoint, and the support's order does not matter."""
+    from metagen.checkpoint import load_learner
+    from metagen.train import train
+
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    cfg = from_dict(fonts_config(learner={**REFINE, "parts": 16},
+                                 train={"steps": 40, "ckpt_every": 20, "log_every": 20}))
+    train(cfg, run, progress=False)
+    learner, _ = load_learner(run, verbose=False)
+    assert learner.generator.attn.out.weight.abs().sum() > 0  # the read-out left zero: the parts are used
+    untrained = build_learner(cfg, (2, 28, 28))
+    untrained.fit_data(cfg, load_splits(cfg.data, cfg.split), None)
+    support, targets = _pairs(fonts, "DejaVu Serif Bold", "HOWa"), _pairs(fonts, "DejaVu Serif Bold", "bcxyz")
+    with torch.no_grad():
+        adapted = learner.adapt(support)
+        x = adapted.sample(5, content=targets[:, 1:])
+        shuffled = learner.adapt(support[[2, 0, 3, 1]]).sample(5, content=targets[:, 1:])
+        lp, before = adapted.log_prob(targets), untrained.adapt(support).log_prob(targets)
+    assert adapted.memory.shape == (4 * 7 * 7, 16)  # a token per support glyph and H/4 x W/4 position
+    assert torch.allclose(x, shuffled, atol=1e-5)
+    assert lp.mean() > before.mean() + 100, (lp.mean(), before.mean())
+    with pytest.raises(ConfigError, match="learner.parts = 2"):
+        build_learner(from_dict(fonts_config(learner={**REFINE, "parts": 2})), (2, 28, 28))
+
+
 def test_selection_draws_real_glyphs_of_the_candidate_faces(fitted, fonts: FontData) -> None:
     """select = 1 is the retrieval baseline; more candidates give, per character, one of their glyphs;
     characters no candidate has get the decoder's glyph."""

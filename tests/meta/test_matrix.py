@@ -35,7 +35,7 @@ REFUSED = {
     ("lstm", "copy"), ("transformer", "copy"),  # copy's likelihood is for binary images
     ("flow", "spatial"), ("diffusion", "spatial"), ("gan", "spatial"),  # cannot read a context map
     ("lstm", "spatial"), ("transformer", "spatial"),
-    ("fontgen", "attention"), ("fontgen", "spatial"), ("fontgen", "copy"),
+    ("fontgen", "spatial"), ("fontgen", "copy"),
 }
 REFUSED |= {(f, "refine") for f in GEN_CFG if f != "fontgen"}  # it retrieves glyphs of training typefaces
 SHAPE = (1, 8, 8)  # toy_tasks' images

@@ -13,8 +13,12 @@ The output is a Bernoulli image over the glyph's pixels given its content and st
     loss = -log p(glyph | reference, style) = BCE summed over pixels (nats per glyph)
       [+ adv_weight * (hinge loss of a discriminator of (glyph, reference) pairs + the generator's term)],
 so `log_prob` is exact for the model; the adversarial term (off by default) follows gan.py: one scalar
-whose two terms reach only their own player's weights. `sample(n, cond, content=ref)` draws the pixel
-probabilities (the mean glyph) for the reference glyphs `ref: [n, 1, H, W]`; the pair is returned.
+whose two terms reach only their own player's weights. Built with a memory (`memory_dim` > 0), every
+position of the content code (with its coordinates) also attends over the memory's tokens before the
+decoder: with `refine`'s `parts`, the parts of the support glyphs, so a character can borrow the support's
+strokes where its parts look alike; with the `attention` learner, one token per support glyph.
+`sample(n, cond, content=ref)` draws the pixel probabilities (the mean glyph) for the reference glyphs
+`ref: [n, 1, H, W]`; the pair is returned.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch.func import functional_call
 from metagen.config import GeneratorConfig
 from metagen.errors import ConfigError, DataError
 from metagen.generators.base import Generator
+from metagen.nets import CrossAttention
 from metagen.registry import GENERATORS
 
 
@@ -124,6 +129,13 @@ class Decoder(nn.Module):
         return self.up[6](h)
 
 
+def coordinates(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """[1, 2, h, w]: each position's (y, x) in [-1, 1]."""
+    ys = torch.linspace(-1, 1, h, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1, 1, w, device=like.device, dtype=like.dtype)
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None]
+
+
 class PairDiscriminator(nn.Module):
     """(glyph, content channels) [B, C, H, W] -> scores [B]."""
 
@@ -143,6 +155,7 @@ class PairDiscriminator(nn.Module):
 class FontGen(Generator):
     Config = FontGenConfig
     modality = "glyph pairs"
+    supports_memory = True
     task_params = r"^(decoder|style)\."  # a hypernetwork emits the decoder and the style mapping
 
     def __init__(self, cfg: FontGenConfig, example_shape: tuple[int, ...], cond_dim: int = 0,
@@ -164,29 +177,39 @@ class FontGen(Generator):
             self.style_code = nn.Parameter(torch.zeros(out))
         self.content = ContentEncoder(ch, n, C - 1)
         self.disc = PairDiscriminator(ch, H, C) if cfg.adv_weight > 0 else None
+        self.attn = None
+        if memory_dim:  # content code positions (+ their coordinates) attend over the memory tokens
+            self.attn = CrossAttention(4 * ch + 2, memory_dim, 4 * ch, heads=4)
+            nn.init.zeros_(self.attn.out.weight)  # it starts as the model without a memory
+            nn.init.zeros_(self.attn.out.bias)
 
     def _style(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
         cond = self.expand_cond(cond, batch)
         return self.style_code.expand(batch, -1) if cond is None else self.style(cond)  # [B, style_size]
 
-    def logits(self, ref: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def logits(self, ref: torch.Tensor, cond: torch.Tensor | None,
+               memory: torch.Tensor | None = None) -> torch.Tensor:
         """Content images [B, C - 1, H, W] (the reference glyph first) -> glyph logits [B, 1, H, W] in the
-        style `cond`."""
-        return self.decoder(self.content(ref), self._style(cond, ref.shape[0]), ref)
+        style `cond`, reading the memory [B, M, memory_dim] when built with one."""
+        h = self.content(ref)  # [B, 4ch, H/4, W/4]
+        memory = self.expand_memory(memory, ref.shape[0])
+        if self.attn is not None:
+            B, C4, h4, w4 = h.shape
+            q = torch.cat([h, coordinates(h4, w4, h).expand(B, -1, -1, -1)], 1).flatten(2).transpose(1, 2)
+            h = h + self.attn(q, memory).transpose(1, 2).reshape(B, C4, h4, w4)
+        return self.decoder(h, self._style(cond, ref.shape[0]), ref)
 
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, memory: torch.Tensor | None = None,
                  iw_samples: int = 1000) -> torch.Tensor:
         """log p(glyph | reference, style) per pair, [B] nats (exact: pixels are independent given both)."""
         self.check_input(x)
-        self.expand_memory(memory, x.shape[0])
-        logits = self.logits(x[:, 1:], cond)
+        logits = self.logits(x[:, 1:], cond, memory)
         return -F.binary_cross_entropy_with_logits(logits, x[:, :1], reduction="none").flatten(1).sum(1)
 
     def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None,
              memory: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x)
-        self.expand_memory(memory, x.shape[0])
-        logits = self.logits(x[:, 1:], cond)
+        logits = self.logits(x[:, 1:], cond, memory)
         nll = F.binary_cross_entropy_with_logits(logits, x[:, :1], reduction="none").flatten(1).sum(1).mean()
         if self.disc is None:
             return nll
@@ -209,6 +232,5 @@ class FontGen(Generator):
         if content.shape[0] != n or tuple(content.shape[1:]) != (c, *self.example_shape[1:]):
             raise DataError(f"content must be [{n}, {c}, {self.example_shape[1]}, {self.example_shape[2]}], got "
                             f"{list(content.shape)}")
-        self.expand_memory(memory, n)
         content = content.float()
-        return torch.cat([torch.sigmoid(self.logits(content, cond)), content], 1)
+        return torch.cat([torch.sigmoid(self.logits(content, cond, memory)), content], 1)

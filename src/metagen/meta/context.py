@@ -64,25 +64,44 @@ class SetConditioned(MetaLearner):
         super().__init__(cfg, generator_cfg, example_shape)
         self.encoder = SetEncoder(self.example_shape, cfg.channels, cfg.hidden, cfg.context_dim, cfg.init_logvar,
                                   getattr(generator_cfg, "vocab_size", 0))
-        self.generator = build_generator(generator_cfg, self.example_shape, cond_dim=cfg.context_dim)
+        self.generator = build_generator(generator_cfg, self.example_shape, cond_dim=cfg.context_dim,
+                                         memory_dim=self.memory_dim(cfg))
+
+    def memory_dim(self, cfg: ContextConfig) -> int:
+        """Width of the memory tokens the generator attends over besides the code; 0: none (here)."""
+        return 0
+
+    def memory(self, support: torch.Tensor) -> torch.Tensor | None:
+        """Support sets [T, K, *example_shape] -> memory tokens [T, M, memory_dim], or None without a memory."""
+        return None
+
+    def blank_memory(self) -> torch.Tensor | None:
+        """The memory of no support at all (zero-shot, prior): one zero token [1, memory_dim], or None."""
+        p = next(self.parameters())
+        return torch.zeros(1, self.generator.memory_dim, device=p.device, dtype=p.dtype) if self.generator.memory_dim \
+            else None
 
     def meta_loss(self, tasks: Tasks) -> torch.Tensor:
         mu, logvar = self.encoder(tasks.support)  # [T, D]
         c = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         _T, Q = tasks.query.shape[:2]
-        nll = self.generator.loss(tasks.query.flatten(0, 1), c.repeat_interleave(Q, 0))  # per query example
+        memory = self.memory(tasks.support)  # [T, M, E] or None
+        memory = None if memory is None else memory.repeat_interleave(Q, 0)
+        nll = self.generator.loss(tasks.query.flatten(0, 1), c.repeat_interleave(Q, 0), memory)  # per query example
         return nll + self.cfg.kl_weight * gaussian_kl(mu, logvar).mean() / Q
 
     def adapt(self, support: torch.Tensor) -> Adapted:
         self.check_support(support)
         mu, _ = self.encoder(support[None])
-        return GeneratorAdapted(self.generator, cond=mu[0])
+        memory = self.memory(support[None])
+        return GeneratorAdapted(self.generator, cond=mu[0], memory=None if memory is None else memory[0])
 
     def zero_shot(self) -> Adapted:
         p = next(self.parameters())
-        return GeneratorAdapted(self.generator, cond=torch.zeros(self.cfg.context_dim, device=p.device, dtype=p.dtype))
+        return GeneratorAdapted(self.generator, cond=torch.zeros(self.cfg.context_dim, device=p.device, dtype=p.dtype),
+                                memory=self.blank_memory())
 
     def prior(self, generator: torch.Generator | None = None) -> Adapted:
         p = next(self.parameters())
         c = torch.randn(self.cfg.context_dim, generator=generator, device=p.device, dtype=p.dtype)
-        return GeneratorAdapted(self.generator, cond=c)
+        return GeneratorAdapted(self.generator, cond=c, memory=self.blank_memory())

@@ -13,6 +13,11 @@ the `fontgen` decoder draws the glyph from the augmented content, with the conte
 layer: the model learns a correction of the retrieved glyph, in the style of the support. A character no
 retrieved face has (the unseen-content split) gets the reference glyph in its place, as in the baseline.
 
+With `parts` > 0 the decoder also attends over the support's parts: each support example (augmented as
+above) is encoded to an H/4 x W/4 map of tokens (with their coordinates), and every position of a target
+character's content code reads from them, so a stroke the support draws unlike its neighbours (an `O`'s
+bowl in the support, a `Q`'s in the target) can be carried over instead of summarised in one code.
+
 In training, faces that draw the support exactly (the task's own face, or a copy of it) are excluded with
 their whole families, since held-out families are never in the bank.
 """
@@ -24,11 +29,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
 
 from metagen.config import Config, GeneratorConfig
 from metagen.data.episodes import Tasks
 from metagen.errors import ConfigError, DataError
 from metagen.generators.base import Generator
+from metagen.generators.fontgen import coordinates
 from metagen.meta.base import Adapted, GeneratorAdapted
 from metagen.meta.context import ContextConfig, SetConditioned
 from metagen.meta.functional import call
@@ -50,6 +57,9 @@ class RefineConfig(ContextConfig):
     # Adam steps on the style code (from the set encoder) that raise the support's own likelihood; 0: none.
     tune_steps: int = Field(0, ge=0)
     tune_lr: float = Field(0.05, gt=0)
+    # Width of the support-part tokens the decoder attends over (H/4 x W/4 per support glyph); 0: no attention.
+    parts: int = Field(0, ge=0)
+    parts_channels: int = Field(32, ge=1)  # the part encoder's first conv width
 
 
 @LEARNERS.register("refine")
@@ -66,14 +76,36 @@ class RetrieveRefine(SetConditioned):
 
     def __init__(self, cfg: RefineConfig, generator_cfg: GeneratorConfig, example_shape: tuple[int, ...]) -> None:
         C, H, W = example_shape
+        if cfg.parts and cfg.parts < 3:
+            raise ConfigError(f"learner.parts = {cfg.parts}: a part token holds its 2 coordinates and at least one "
+                              "feature; use 0 (no attention) or 3 or more, e.g. 64")
         super().__init__(cfg, generator_cfg, (C + cfg.neighbours, H, W))  # encoder and generator see m more
         self.example_shape = tuple(example_shape)
+        ch = cfg.parts_channels
+        self.parts = nn.Sequential(  # augmented support example [C + m, H, W] -> part features [parts - 2, H/4, W/4]
+            nn.Conv2d(C + cfg.neighbours, ch, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * ch, cfg.parts - 2, 4, stride=2, padding=1),
+        ) if cfg.parts else None
         # The bank (filled by fit_data; empty shapes until then, resized when a checkpoint loads):
         self.register_buffer("class_refs", torch.zeros(0, H, W, dtype=torch.uint8))  # [G, H, W] reference glyphs
         self.register_buffer("glyph_bits", torch.zeros(0, 0, (H * W + 7) // 8, dtype=torch.uint8))  # [F, G, bytes]
         self.register_buffer("has_glyph", torch.zeros(0, 0, dtype=torch.bool))  # [F, G]
         self.register_buffer("family", torch.zeros(0, dtype=torch.int64))  # [F]
         self._glyphs: torch.Tensor | None = None  # glyph_bits unpacked, [F, G, H, W] uint8
+
+    def memory_dim(self, cfg: ContextConfig) -> int:  # type: ignore[override]
+        return cfg.parts  # type: ignore[attr-defined]
+
+    def memory(self, support: torch.Tensor) -> torch.Tensor | None:
+        """Augmented support sets [T, K, C + m, H, W] -> part tokens [T, K * H/4 * W/4, parts] (features and
+        coordinates), or None without `parts`."""
+        if self.parts is None:
+            return None
+        T, K = support.shape[:2]
+        f = self.parts(support.flatten(0, 1).float())  # [T*K, parts - 2, h, w]
+        f = torch.cat([f, coordinates(*f.shape[-2:], f).expand(len(f), -1, -1, -1)], 1)
+        return f.view(T, K, self.cfg.parts, -1).permute(0, 1, 3, 2).reshape(T, -1, self.cfg.parts)
 
     # -- the bank ----------------------------------------------------------------------------------------------
     def fit_data(self, config: Config, splits: Any, data_dir: str | None) -> None:
@@ -190,12 +222,14 @@ class RetrieveRefine(SetConditioned):
         faces = self.nearest(support)
         augmented = self.augment(support, faces)
         mu, _ = self.encoder(augmented[None])
+        memory = self.memory(augmented[None])
+        memory = None if memory is None else memory[0]
         if self.cfg.tune_steps:
-            mu = self.tune(mu[0], augmented)[None]
+            mu = self.tune(mu[0], augmented, memory)[None]
         candidates = self.nearest(support, m=self.cfg.select) if self.cfg.select else None
-        return RefineAdapted(self, mu[0], faces, candidates)
+        return RefineAdapted(self, mu[0], faces, candidates, memory)
 
-    def tune(self, code: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    def tune(self, code: torch.Tensor, support: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         """Style code [D] -> the code after `tune_steps` Adam steps on -log p(support | code), [D] (detached;
         the weights are untouched)."""
         code = code.detach().clone().requires_grad_(True)
@@ -203,17 +237,17 @@ class RetrieveRefine(SetConditioned):
         with torch.enable_grad():
             for _ in range(self.cfg.tune_steps):
                 opt.zero_grad()
-                loss = -self.generator.log_prob(support, code).mean()
+                loss = -self.generator.log_prob(support, code, memory).mean()
                 (grad,) = torch.autograd.grad(loss, code)
                 code.grad = grad
                 opt.step()
         return code.detach()
 
     def zero_shot(self) -> Adapted:
-        return RefineAdapted(self, super().zero_shot().cond, self._no_faces())
+        return RefineAdapted(self, super().zero_shot().cond, self._no_faces(), memory=self.blank_memory())
 
     def prior(self, generator: torch.Generator | None = None) -> Adapted:
-        return RefineAdapted(self, super().prior(generator).cond, self._no_faces())
+        return RefineAdapted(self, super().prior(generator).cond, self._no_faces(), memory=self.blank_memory())
 
     def _no_faces(self) -> torch.Tensor:
         return torch.full((self.cfg.neighbours,), -1, dtype=torch.int64, device=self.family.device)
@@ -223,8 +257,8 @@ class RefineAdapted(GeneratorAdapted):
     """The decoder in one style, with the support's nearest faces: pairs in, pairs out."""
 
     def __init__(self, learner: RetrieveRefine, cond: torch.Tensor, faces: torch.Tensor,
-                 candidates: torch.Tensor | None = None) -> None:
-        super().__init__(learner.generator, cond=cond)
+                 candidates: torch.Tensor | None = None, memory: torch.Tensor | None = None) -> None:
+        super().__init__(learner.generator, cond=cond, memory=memory)
         self.learner, self.faces, self.candidates = learner, faces, candidates
         self._ranking: torch.Tensor | None = None
 
@@ -259,7 +293,8 @@ class RefineAdapted(GeneratorAdapted):
                 options = learner.retrieved(refs, cands)  # [S, M, H, W]
                 for j in ok.nonzero()[:, 0].tolist():
                     pairs = torch.cat([options[:, j : j + 1], full], 1)  # [S, 2 + m, H, W]
-                    score[j] = call(self.generator, self.params, "log_prob", pairs, cond=self.cond).mean()
+                    score[j] = call(self.generator, self.params, "log_prob", pairs, cond=self.cond,
+                                    memory=self.memory).mean()
             else:  # nothing to compare on: the nearest first
                 score[ok] = -torch.arange(int(ok.sum()), dtype=score.dtype, device=score.device)
             self._ranking = score.argsort(descending=True, stable=True)
@@ -277,7 +312,8 @@ class RefineAdapted(GeneratorAdapted):
             lp = -rank[None].expand(n, M)
         else:
             pairs = torch.cat([options.flatten(0, 1)[:, None], full.repeat_interleave(M, 0)], 1)  # [n*M, 2+m, H, W]
-            lp = call(self.generator, self.params, "log_prob", pairs, cond=self.cond).view(n, M)
+            lp = call(self.generator, self.params, "log_prob", pairs, cond=self.cond,
+                      memory=self.memory).view(n, M)
         lp = torch.where(real, lp, torch.full_like(lp, -torch.inf))
         best = lp.argmax(1)
         chosen = options[torch.arange(n), best]
