@@ -303,6 +303,24 @@ def fid_tasks(real: list[torch.Tensor], fake: list[torch.Tensor], reps: int, see
     return value, float(hi - lo) / 2
 
 
+def fid_difference(real: list[torch.Tensor], fake: list[torch.Tensor], base: list[torch.Tensor], reps: int,
+                   seed: int) -> dict[str, float]:
+    """FID(fake) - FID(base) against the same real features, with a paired bootstrap over whole tasks (both
+    FIDs on the same resampled tasks): {mean (the difference on all tasks), lo, hi (its 95% interval), ci95
+    (half its width)}."""
+    value = fid(torch.cat(real), torch.cat(fake)) - fid(torch.cat(real), torch.cat(base))
+    if reps < 2 or len(real) < 2 or math.isnan(value):
+        return {"mean": value, "ci95": 0.0, "lo": value, "hi": value}
+    g = torch.Generator().manual_seed(seed)
+    draws = []
+    for _ in range(reps):
+        idx = torch.randint(len(real), (len(real),), generator=g).tolist()
+        r = torch.cat([real[i] for i in idx])
+        draws.append(fid(r, torch.cat([fake[i] for i in idx])) - fid(r, torch.cat([base[i] for i in idx])))
+    lo, hi = torch.tensor(draws, dtype=torch.float64).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return {"mean": value, "ci95": float(hi - lo) / 2, "lo": float(lo), "hi": float(hi)}
+
+
 # -- the bench ---------------------------------------------------------------------------------------------
 def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir: str | Path = "runs/bench",
                    *, methods: list[str] | None = None, data_dir: str | None = None, device: str = "cpu",
@@ -370,6 +388,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
     for ti, t in enumerate(tasks):
         first.setdefault(t.face, ti)
     sheet_tasks = set(list(first.values())[: p.sheet_faces])
+    features: dict[tuple[str, str, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # for paired FIDs
     for method in all_methods:
         rows: dict[str, Any] = {name: {} for name in split_names}
         for k in p.shots:
@@ -398,6 +417,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
                 cell: dict[str, Any] = {m: dict(zip(("mean", "ci95"), mean_ci(v), strict=True))
                                         for m, v in per[name].items()}
                 cell["per_task"] = per[name]  # same tasks for every method: paired comparisons
+                features[method.name, name, k] = feats[name]
                 f, ci = fid_tasks(*feats[name], p.bootstrap, p.seed)
                 cell["fid"] = {"mean": f, "ci95": ci}
                 cell["ms_per_task"] = 1000 * seconds / max(len(tasks), 1)
@@ -408,6 +428,12 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
                           f"style {cell['style']['mean']:.2f} fid {f:.1f}", flush=True)
         report["methods"][method.name] = rows
     report["vs_retrieval"] = paired_differences(report["methods"])
+    for m, by_split in report["vs_retrieval"].items():
+        for split_name, by_k in by_split.items():
+            for k, d in by_k.items():
+                real, fake = features[m, split_name, int(k)]
+                d["fid"] = fid_difference(real, fake, features[Retrieval.name, split_name, int(k)][1], p.bootstrap,
+                                          p.seed)
     report["seconds"] = time.perf_counter() - t0
     report["sheets"] = write_sheets(out, splits, tasks, sheets, p)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
@@ -495,17 +521,20 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines.append("")
     if report.get("vs_retrieval"):
         lines += ["**Paired against retrieval** (method − retrieval on the same tasks, mean ± 95% CI; * where the "
-                  "interval excludes 0)", "", "| method | split | k | l1 | ssim | perceptual | content | style |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "interval excludes 0; FID: paired bootstrap over tasks)", "",
+                  "| method | split | k | l1 | ssim | perceptual | fid | content | style |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for m, splits in report["vs_retrieval"].items():
             for split_name, by_k in splits.items():
                 for k, d in by_k.items():
-                    cells = [f"{_fmt_signed(d[x], 2 if x == 'perceptual' else 3)}" for x in METRICS]
+                    cells = [_fmt_signed(d[x], 2 if x in ("perceptual", "fid") else 3)
+                             for x in ("l1", "ssim", "perceptual", "fid", "content", "style") if x in d]
                     lines.append(f"| {m} | {split_name} | {k} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
 def _fmt_signed(cell: dict[str, float], digits: int) -> str:
-    star = "*" if abs(cell["mean"]) > cell["ci95"] else ""
+    excludes_zero = cell["lo"] > 0 or cell["hi"] < 0 if "lo" in cell else abs(cell["mean"]) > cell["ci95"]
+    star = "*" if excludes_zero else ""
     return f"{cell['mean']:+.{digits}f} ± {cell['ci95']:.{digits}f}{star}"

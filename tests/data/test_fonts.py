@@ -256,6 +256,10 @@ def test_font_bench_scores_every_method(trained: Path, tmp_path: Path) -> None:
     ours, theirs = report["methods"]["context"]["seen"]["3"]["l1"], report["methods"]["retrieval"]["seen"]["3"]["l1"]
     assert paired["mean"] == pytest.approx(ours["mean"] - theirs["mean"], abs=1e-9)
     assert len(report["methods"]["context"]["seen"]["3"]["per_task"]["l1"]) == 6
+    fids = [report["methods"][m]["seen"]["3"]["fid"]["mean"] for m in ("context", "retrieval")]
+    paired_fid = report["vs_retrieval"]["context"]["seen"]["3"]["fid"]
+    assert paired_fid["mean"] == pytest.approx(fids[0] - fids[1], rel=1e-6, abs=1e-6)
+    assert paired_fid["lo"] <= paired_fid["hi"] and paired_fid["ci95"] >= 0
     assert set(report["vs_retrieval"]) == {"context"} and "Paired against retrieval" in md
     assert len(report["sheets"]) == 2 and all((tmp_path / "bench" / p).is_file() for p in report["sheets"])
 
@@ -360,3 +364,15 @@ def test_the_typeface_classifier_is_cached_by_its_faces_glyphs_steps_and_seed(
     half_b = {f: a[1:] for f, a in half_a.items()}  # other glyphs: trained anew
     fb.typeface_classifier(s, half_b, 5, False, 0)
     assert len(fits) == 2
+
+
+def test_paired_fid_difference_bootstraps_both_fids_on_the_same_tasks() -> None:
+    from metagen.fontbench import fid_difference
+
+    g = torch.Generator().manual_seed(0)
+    real = [torch.randn(20, 4, generator=g) for _ in range(8)]
+    far = [x + 3 for x in real]
+    same = fid_difference(real, far, far, 50, 0)
+    assert same == {"mean": 0.0, "ci95": 0.0, "lo": 0.0, "hi": 0.0}  # identical methods: no difference at all
+    better = fid_difference(real, [x + 0.1 * torch.randn(x.shape, generator=g) for x in real], far, 50, 0)
+    assert better["mean"] < -30 and better["hi"] < 0  # ~ -36 (a shift of 3 in 4 dimensions)
