@@ -244,9 +244,11 @@ def typeface_classifier(splits: Splits, half_a: dict[int, list[int]], steps: int
     names = splits.held_out.names
     payload = {"v": FONT_FEATURES_VERSION, "faces": [names[f] for f in faces], "a": [half_a[f] for f in faces],
                "n": [len(splits.held_out.examples[f]) for f in faces],
-               "size": list(splits.held_out.examples[faces[0]].shape[-2:]), "steps": steps, "seed": seed}
+               "size": list(splits.held_out.examples[faces[0]].shape[-2:]), "steps": steps, "seed": seed,
+               "init": "seeded"}
     key = hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
     path = cache_dir() / "features" / f"typefaces-{key}.safetensors"
+    torch.manual_seed(seed)  # the initial weights (the cache's own key when trained)
     net = FeatureNet(len(faces), 64, 1)
     if path.is_file():
         try:
@@ -258,7 +260,6 @@ def typeface_classifier(splits: Splits, half_a: dict[int, list[int]], steps: int
             pass
     xs = torch.cat([splits.held_out.examples[f][half_a[f], :1] for f in faces])
     ys = torch.cat([torch.full((len(half_a[f]),), label[f]) for f in faces])
-    torch.manual_seed(seed)
     acc = fit_classifier(net, xs, ys, steps, 2e-3, 128, 1, seed, "typeface classifier", progress)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     state["train_accuracy"] = torch.tensor(acc, dtype=torch.float64)
