@@ -103,19 +103,25 @@ def test_an_untrained_model_says_to_train_it_and_other_generators_are_refused() 
         learner.fit_data(cfg, SimpleNamespace(fonts=None), None)
 
 
-def test_it_trains_reloads_with_its_bank_and_draws(tmp_path: Path, fonts: FontData,
-                                                   capsys: pytest.CaptureFixture) -> None:
+def _trained_and_untrained(run: Path, learner_cfg: dict):
+    """A refine learner trained 40 steps into `run` and loaded back, and an untrained one with the same bank."""
     from metagen.checkpoint import load_learner
     from metagen.train import train
 
-    run = tmp_path / "run"
     torch.manual_seed(0)
-    cfg = from_dict(fonts_config(learner=REFINE, train={"steps": 40, "ckpt_every": 20, "log_every": 20}))
+    cfg = from_dict(fonts_config(learner=learner_cfg, train={"steps": 40, "ckpt_every": 20, "log_every": 20}))
     train(cfg, run, progress=False)
     learner, _ = load_learner(run, verbose=False)
-    assert len(learner.family) > 0  # the bank came back with the weights
     untrained = build_learner(cfg, (2, 28, 28))
     untrained.fit_data(cfg, load_splits(cfg.data, cfg.split), None)
+    return learner, untrained
+
+
+def test_it_trains_reloads_with_its_bank_and_draws(tmp_path: Path, fonts: FontData,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    learner, untrained = _trained_and_untrained(run, REFINE)
+    assert len(learner.family) > 0  # the bank came back with the weights
     support, targets = _pairs(fonts, "DejaVu Serif Bold", "HOWa"), _pairs(fonts, "DejaVu Serif Bold", "bcxyz")
     with torch.no_grad():
         adapted = learner.adapt(support)
@@ -148,18 +154,8 @@ def test_it_trains_reloads_with_its_bank_and_draws(tmp_path: Path, fonts: FontDa
 def test_part_attention_trains_reloads_and_reads_the_support_as_a_set(tmp_path: Path, fonts: FontData) -> None:
     """parts > 0: the decoder attends over the support glyphs' parts; it learns to use them, comes back from
     the checkpoint, and the support's order does not matter."""
-    from metagen.checkpoint import load_learner
-    from metagen.train import train
-
-    run = tmp_path / "run"
-    torch.manual_seed(0)
-    cfg = from_dict(fonts_config(learner={**REFINE, "parts": 16},
-                                 train={"steps": 40, "ckpt_every": 20, "log_every": 20}))
-    train(cfg, run, progress=False)
-    learner, _ = load_learner(run, verbose=False)
+    learner, untrained = _trained_and_untrained(tmp_path / "run", {**REFINE, "parts": 16})
     assert learner.generator.attn.out.weight.abs().sum() > 0  # the read-out left zero: the parts are used
-    untrained = build_learner(cfg, (2, 28, 28))
-    untrained.fit_data(cfg, load_splits(cfg.data, cfg.split), None)
     support, targets = _pairs(fonts, "DejaVu Serif Bold", "HOWa"), _pairs(fonts, "DejaVu Serif Bold", "bcxyz")
     with torch.no_grad():
         adapted = learner.adapt(support)
