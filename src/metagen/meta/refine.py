@@ -94,7 +94,7 @@ class RetrieveRefine(SetConditioned):
         self.register_buffer("family", torch.zeros(0, dtype=torch.int64))  # [F]
         self._glyphs: torch.Tensor | None = None  # glyph_bits unpacked, [F, G, H, W] uint8
 
-    def memory_dim(self, cfg: ContextConfig) -> int:  # type: ignore[override]
+    def memory_dim(self, cfg: ContextConfig) -> int:
         return cfg.parts  # type: ignore[attr-defined]
 
     def memory(self, support: torch.Tensor) -> torch.Tensor | None:
