@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -216,12 +217,8 @@ def character_classifier(splits: Splits, config: Config, steps: int, progress: b
     path = cache_dir() / "features" / f"fonts-{key}.safetensors"
     n = max(classes.values()) + 1
     net = FeatureNet(n, 64, 1)
-    if path.is_file():
-        try:
-            net.load_state_dict(load_file(str(path)))
-            return net.eval()
-        except (OSError, RuntimeError, ValueError):
-            pass
+    if _load_cached(path, net) is not None:
+        return net.eval()
     index = {nm: i for i, nm in enumerate(fonts.concepts.names)}
     xs, ys = [], []
     for nm in splits.background.names:
@@ -230,8 +227,7 @@ def character_classifier(splits: Splits, config: Config, steps: int, progress: b
         ys.append(torch.tensor([classes[c] for c in chars[nm]]))
     torch.manual_seed(0)
     fit_classifier(net, torch.cat(xs), torch.cat(ys), steps, 2e-3, 128, 1, 0, "character classifier", progress)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    _save_cached(path, net)
     return net.eval()
 
 
@@ -250,21 +246,33 @@ def typeface_classifier(splits: Splits, half_a: dict[int, list[int]], steps: int
     path = cache_dir() / "features" / f"typefaces-{key}.safetensors"
     torch.manual_seed(seed)  # the initial weights (the cache's own key when trained)
     net = FeatureNet(len(faces), 64, 1)
-    if path.is_file():
-        try:
-            state = load_file(str(path))
-            acc = float(state.pop("train_accuracy").item())
-            net.load_state_dict(state)
-            return net.eval(), label, acc
-        except (OSError, RuntimeError, ValueError, KeyError):
-            pass
+    extra = _load_cached(path, net)
+    if extra is not None and "train_accuracy" in extra:
+        return net.eval(), label, float(extra["train_accuracy"].item())
     xs = torch.cat([splits.held_out.examples[f][half_a[f], :1] for f in faces])
     ys = torch.cat([torch.full((len(half_a[f]),), label[f]) for f in faces])
     acc = fit_classifier(net, xs, ys, steps, 2e-3, 128, 1, seed, "typeface classifier", progress)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    state["train_accuracy"] = torch.tensor(acc, dtype=torch.float64)
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    _save_cached(path, net, train_accuracy=torch.tensor(acc, dtype=torch.float64))
     return net.eval(), label, acc
+
+
+def _load_cached(path: Path, net: FeatureNet) -> dict[str, torch.Tensor] | None:
+    """Load a cached classifier's weights into `net`: the file's other tensors, or None where there is no
+    readable file for this net (then it is trained)."""
+    if not path.is_file():
+        return None
+    try:
+        state = load_file(str(path))
+        own = net.state_dict().keys()
+        net.load_state_dict({k: v for k, v in state.items() if k in own})
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return {k: v for k, v in state.items() if k not in own}
+
+
+def _save_cached(path: Path, net: FeatureNet, **extra: torch.Tensor) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()} | extra
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -295,13 +303,17 @@ def fid_tasks(real: list[torch.Tensor], fake: list[torch.Tensor], reps: int, see
     value = fid(torch.cat(real), torch.cat(fake))
     if reps < 2 or len(real) < 2 or math.isnan(value):
         return value, 0.0
+    lo, hi = _task_bootstrap(len(real), reps, seed,
+                             lambda idx: fid(torch.cat([real[i] for i in idx]), torch.cat([fake[i] for i in idx])))
+    return value, (hi - lo) / 2
+
+
+def _task_bootstrap(n: int, reps: int, seed: int, statistic: Callable[[list[int]], float]) -> tuple[float, float]:
+    """The 95% interval (lo, hi) of statistic(task indices) over `reps` resamplings of the n tasks."""
     g = torch.Generator().manual_seed(seed)
-    draws = []
-    for _ in range(reps):
-        idx = torch.randint(len(real), (len(real),), generator=g).tolist()
-        draws.append(fid(torch.cat([real[i] for i in idx]), torch.cat([fake[i] for i in idx])))
+    draws = [statistic(torch.randint(n, (n,), generator=g).tolist()) for _ in range(reps)]
     lo, hi = torch.tensor(draws, dtype=torch.float64).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64))
-    return value, float(hi - lo) / 2
+    return float(lo), float(hi)
 
 
 def fid_difference(real: list[torch.Tensor], fake: list[torch.Tensor], base: list[torch.Tensor], reps: int,
@@ -312,14 +324,12 @@ def fid_difference(real: list[torch.Tensor], fake: list[torch.Tensor], base: lis
     value = fid(torch.cat(real), torch.cat(fake)) - fid(torch.cat(real), torch.cat(base))
     if reps < 2 or len(real) < 2 or math.isnan(value):
         return {"mean": value, "ci95": 0.0, "lo": value, "hi": value}
-    g = torch.Generator().manual_seed(seed)
-    draws = []
-    for _ in range(reps):
-        idx = torch.randint(len(real), (len(real),), generator=g).tolist()
+    def difference(idx: list[int]) -> float:
         r = torch.cat([real[i] for i in idx])
-        draws.append(fid(r, torch.cat([fake[i] for i in idx])) - fid(r, torch.cat([base[i] for i in idx])))
-    lo, hi = torch.tensor(draws, dtype=torch.float64).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64))
-    return {"mean": value, "ci95": float(hi - lo) / 2, "lo": float(lo), "hi": float(hi)}
+        return fid(r, torch.cat([fake[i] for i in idx])) - fid(r, torch.cat([base[i] for i in idx]))
+
+    lo, hi = _task_bootstrap(len(real), reps, seed, difference)
+    return {"mean": value, "ci95": (hi - lo) / 2, "lo": lo, "hi": hi}
 
 
 # -- the bench ---------------------------------------------------------------------------------------------
