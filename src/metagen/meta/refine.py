@@ -271,11 +271,21 @@ class RefineAdapted(GeneratorAdapted):
             content = content[:, None]
         if content.dim() != 4 or content.shape[1] != 1:
             raise DataError(f"content must be reference glyphs [n, 1, H, W], got {list(content.shape)}")
-        full = torch.cat([content.float(), self.learner.retrieved(content[:, 0], self.faces)], 1)
+        full = self.content_of(content[:, 0])
         x = super().sample(n, generator=generator, content=full, **options)[:, :2]
         if self.candidates is not None:
             x[:, 0] = self.select(full, x[:, 0])
         return x
+
+    def content_of(self, refs: torch.Tensor) -> torch.Tensor:
+        """Reference glyphs [n, H, W] -> the decoder's content [n, 1 + m, H, W] (with the nearest faces' glyphs)."""
+        return torch.cat([refs.float()[:, None], self.learner.retrieved(refs, self.faces)], 1)
+
+    def candidate_log_probs(self, options: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """log p(candidate glyph | content, style) for options [n, M, H, W] and content [n, 1 + m, H, W], [n, M]."""
+        n, M = options.shape[:2]
+        pairs = torch.cat([options.flatten(0, 1)[:, None], full.repeat_interleave(M, 0)], 1)  # [n*M, 2+m, H, W]
+        return call(self.generator, self.params, "log_prob", pairs, cond=self.cond, memory=self.memory).view(n, M)
 
     @torch.no_grad()
     def face_ranking(self) -> torch.Tensor:
@@ -289,12 +299,8 @@ class RefineAdapted(GeneratorAdapted):
             score = torch.full((len(cands),), -torch.inf, device=cands.device)
             if shared.any():
                 refs = learner.class_refs[shared].float()  # [S, H, W]
-                full = torch.cat([refs[:, None], learner.retrieved(refs, self.faces)], 1)  # [S, 1 + m, H, W]
-                options = learner.retrieved(refs, cands)  # [S, M, H, W]
-                for j in ok.nonzero()[:, 0].tolist():
-                    pairs = torch.cat([options[:, j : j + 1], full], 1)  # [S, 2 + m, H, W]
-                    score[j] = call(self.generator, self.params, "log_prob", pairs, cond=self.cond,
-                                    memory=self.memory).mean()
+                lp = self.candidate_log_probs(learner.retrieved(refs, cands), self.content_of(refs))  # [S, M]
+                score = torch.where(ok, lp.mean(0), score)
             else:  # nothing to compare on: the nearest first
                 score[ok] = -torch.arange(int(ok.sum()), dtype=score.dtype, device=score.device)
             self._ranking = score.argsort(descending=True, stable=True)
@@ -311,9 +317,7 @@ class RefineAdapted(GeneratorAdapted):
             rank[self.face_ranking()] = torch.arange(M, dtype=rank.dtype, device=rank.device)
             lp = -rank[None].expand(n, M)
         else:
-            pairs = torch.cat([options.flatten(0, 1)[:, None], full.repeat_interleave(M, 0)], 1)  # [n*M, 2+m, H, W]
-            lp = call(self.generator, self.params, "log_prob", pairs, cond=self.cond,
-                      memory=self.memory).view(n, M)
+            lp = self.candidate_log_probs(options, full)
         lp = torch.where(real, lp, torch.full_like(lp, -torch.inf))
         best = lp.argmax(1)
         chosen = options[torch.arange(n), best]
