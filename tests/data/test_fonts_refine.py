@@ -195,6 +195,10 @@ def test_selection_draws_real_glyphs_of_the_candidate_faces(fitted, fonts: FontD
     assert len(set(adapted.candidates.tolist())) == 4
     for i in range(len(targets) - 1):
         assert any(torch.equal(four[i], o) for o in options[i])
+        with torch.no_grad():  # the likeliest of them under the adapted model's own log_prob
+            every = adapted.log_prob(torch.stack([options[i], refs[i].float().expand_as(options[i])], 1))
+            mine = adapted.log_prob(torch.stack([four[i], refs[i].float()])[None])
+        assert mine.item() == pytest.approx(every.max().item(), abs=1e-3)
     assert torch.equal(four[-1], drawn[-1])
     learner.cfg = learner.cfg.model_copy(update={"select": 0})
 
@@ -229,72 +233,10 @@ def test_face_selection_draws_one_candidate_face_the_likeliest_in_all(fitted, fo
     assert torch.equal(drawn, options)  # the whole alphabet is the one face's
 
 
-def test_nudged_copies_move_widen_and_narrow_a_glyph_by_one_pixel() -> None:
-    from metagen.meta.refine import nudged
-
-    x = torch.zeros(1, 2, 6, 6, dtype=torch.uint8)
-    x[0, 0, 2:4, 2] = 1  # a 2-pixel vertical bar
-    x[0, 1, 0, 5] = 1  # a pixel at the top right: moved out of the image, it is gone
-    assert torch.equal(nudged(x, []), x)
-    out = nudged(x, ["shift", "weight"])
-    assert out.shape == (1, 18, 6, 6) and out.dtype == torch.uint8
-    bar = out[0, :9]
-    assert torch.equal(bar[0], x[0, 0])
-    assert [b.nonzero()[:, 1].unique().tolist() for b in bar[1:3]] == [[1], [3]]  # left, right
-    assert [b.nonzero()[:, 0].unique().tolist() for b in bar[3:5]] == [[1, 2], [3, 4]]  # up, down
-    assert bar[5].sum() == 4 and bar[5, 2:4, 2:4].all()  # one pixel wider
-    assert bar[6].sum() == 0  # narrower than one pixel: gone
-    assert bar[7].sum() == 3 and bar[7, 2:5, 2].all() and bar[8].sum() == 1  # taller, shorter
-    corner = out[0, 9:]
-    assert corner[2].sum() == 0 and corner[3].sum() == 0 and corner[4].sum() == 1  # right, up: out; down: in
-
-
-def test_nudged_variants_join_the_selection_and_raise_the_chosen_likelihood(fitted, fonts: FontData) -> None:
-    """With variants, each character is the likeliest of the candidates' glyphs and their nudged copies, so its
-    likelihood under the adapted model is at least the unnudged selection's."""
-    from metagen.meta.refine import nudged
-
-    learner, s = fitted
-    learner.eval()
-    face = s.held_out.names[2]
-    support = _pairs(fonts, face, "HOWa")
-    targets = "".join(c for c in "bcexzkmg" if c not in s.held_out_chars)
-    refs = _pairs(fonts, face, targets)[:, 1]
-    drawn = {}
-    try:
-        for variants in ([], ["shift", "weight"]):
-            learner.cfg = learner.cfg.model_copy(update={"select": 2, "variants": variants})
-            with torch.no_grad():
-                adapted = learner.adapt(support)
-                drawn[len(variants)] = adapted.sample(len(targets), content=refs[:, None])
-                lp = {k: adapted.log_prob(v) for k, v in drawn.items()}
-    finally:
-        learner.cfg = learner.cfg.model_copy(update={"select": 0, "variants": []})
-    options = nudged(learner.retrieved(refs, adapted.candidates), ["shift", "weight"])  # [N, 2 * 9, H, W]
-    for i in range(len(targets)):
-        assert any(torch.equal(drawn[2][i, 0], o) for o in options[i])
-        with torch.no_grad():  # the likeliest under the adapted model's own log_prob
-            every = adapted.log_prob(torch.stack([options[i].float(), refs[i].float().expand_as(options[i])], 1))
-        assert lp[2][i] == pytest.approx(every.max().item(), abs=1e-3)
-    assert torch.equal(drawn[2][:, 1], refs)
-    assert (lp[2] >= lp[0] - 1e-4).all()
-    assert not torch.equal(drawn[2], drawn[0])  # an untrained decoder prefers some nudge somewhere
-
-
-def test_variants_need_per_character_selection() -> None:
-    for bad, match in (({"variants": ["shift"]}, "set learner.select"),
-                       ({"variants": ["shift"], "select": 3, "select_by": "face"}, "select_by = 'char'"),
-                       ({"variants": ["weight", "weight"], "select": 3}, "once"),
-                       ({"variants": ["tilt"], "select": 3}, "variants")):
-        with pytest.raises(ConfigError, match=match):
-            from_dict(fonts_config(learner={**REFINE, **bad}))
-
-
 def test_bench_methods_take_adaptation_settings_and_refuse_others() -> None:
     from metagen.bench import BenchMethod
 
     assert BenchMethod(checkpoint="run", adapt=["learner.select=8"]).adapt == ["learner.select=8"]
-    assert BenchMethod(checkpoint="run", adapt=['learner.variants=["shift"]']).adapt == ['learner.variants=["shift"]']
     with pytest.raises(ValueError, match="only change adaptation settings"):
         BenchMethod(checkpoint="run", adapt=["learner.context_dim=8"])
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from metagen.config import Config, GeneratorConfig
@@ -55,26 +55,12 @@ class RefineConfig(ContextConfig):
     # one whose glyphs (of the characters all candidates draw) are likeliest in all, so the drawn alphabet is
     # one real typeface; characters it lacks come from the next-ranked face that has them.
     select_by: Literal["char", "face"] = "char"
-    # Nudged copies of each candidate glyph that join the choice (per-character selection only): "shift", the
-    # glyph moved one pixel left, right, up or down; "weight", its strokes one pixel wider or narrower
-    # (horizontally or vertically). A real glyph stays a real glyph's shape, placed and weighted as the decoder
-    # expects of the support's style.
-    variants: list[Literal["shift", "weight"]] = Field(default_factory=list)
     # Adam steps on the style code (from the set encoder) that raise the support's own likelihood; 0: none.
     tune_steps: int = Field(0, ge=0)
     tune_lr: float = Field(0.05, gt=0)
     # Width of the support-part tokens the decoder attends over (H/4 x W/4 per support glyph); 0: no attention.
     parts: int = Field(0, ge=0)
     parts_channels: int = Field(32, ge=1)  # the part encoder's first conv width
-
-    @model_validator(mode="after")
-    def _variants_need_char_selection(self) -> RefineConfig:
-        if self.variants and (not self.select or self.select_by != "char"):
-            raise ValueError(f"variants {self.variants} nudge the per-character selection's glyphs: set "
-                             "learner.select (e.g. 3) with learner.select_by = 'char', or variants = []")
-        if len(set(self.variants)) != len(self.variants):
-            raise ValueError(f"variants {self.variants} names one twice: list each of 'shift', 'weight' once")
-        return self
 
 
 @LEARNERS.register("refine")
@@ -327,8 +313,6 @@ class RefineAdapted(GeneratorAdapted):
         most likely, [n, H, W]; `drawn` where no candidate face has the character."""
         assert self.candidates is not None
         options, real = self.learner.retrieved_where(full[:, 0], self.candidates)  # [n, M, H, W], [n, M]
-        options = nudged(options, self.learner.cfg.variants)  # [n, M * V, H, W]
-        real = real.repeat_interleave(options.shape[1] // real.shape[1], 1)
         n, M = options.shape[:2]
         if self.learner.cfg.select_by == "face":  # score: minus the rank of the candidate's face
             rank = torch.empty(M, device=options.device)
@@ -344,25 +328,3 @@ class RefineAdapted(GeneratorAdapted):
     def log_prob(self, x: torch.Tensor, iw_samples: int = 1000,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         return super().log_prob(self.learner.augment(x, self.faces), iw_samples, generator)
-
-
-def nudged(glyphs: torch.Tensor, variants: list[str]) -> torch.Tensor:
-    """Binary glyphs [n, M, H, W] -> each followed by its nudged copies, [n, M * V, H, W] (V = 1 + 4 per kind in
-    `variants`): "shift" moves it one pixel (left, right, up, down; blank pixels enter at the edge), "weight"
-    dilates or erodes it by one pixel along x, then along y."""
-    if not variants:
-        return glyphs
-    x = glyphs.float()
-    out = [x]
-
-    def moved(dy: int, dx: int) -> torch.Tensor:  # content moved by (dy, dx), zeros entering
-        pad = F.pad(x, (1, 1, 1, 1))
-        H, W = x.shape[-2:]
-        return pad[..., 1 - dy:1 - dy + H, 1 - dx:1 - dx + W]
-
-    if "shift" in variants:
-        out += [moved(0, -1), moved(0, 1), moved(-1, 0), moved(1, 0)]
-    if "weight" in variants:
-        right, down = moved(0, 1), moved(1, 0)
-        out += [torch.maximum(x, right), torch.minimum(x, right), torch.maximum(x, down), torch.minimum(x, down)]
-    return torch.stack(out, 2).flatten(1, 2).to(glyphs.dtype)
