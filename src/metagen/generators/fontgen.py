@@ -203,14 +203,19 @@ class FontGen(Generator):
                  iw_samples: int = 1000) -> torch.Tensor:
         """log p(glyph | reference, style) per pair, [B] nats (exact: pixels are independent given both)."""
         self.check_input(x)
-        logits = self.logits(x[:, 1:], cond, memory)
-        return -F.binary_cross_entropy_with_logits(logits, x[:, :1], reduction="none").flatten(1).sum(1)
+        return pixel_log_prob(self.logits(x[:, 1:], cond, memory), x[:, :1])[:, 0]
+
+    def candidate_log_prob(self, glyphs: torch.Tensor, content: torch.Tensor, cond: torch.Tensor | None = None,
+                           memory: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(candidate glyph | content, style) for glyphs [B, M, H, W] and content [B, C - 1, H, W], [B, M]
+        nats: `log_prob` of each candidate with its content, the decoder run once per content image."""
+        return pixel_log_prob(self.logits(content, cond, memory), glyphs)
 
     def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None,
              memory: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x)
         logits = self.logits(x[:, 1:], cond, memory)
-        nll = F.binary_cross_entropy_with_logits(logits, x[:, :1], reduction="none").flatten(1).sum(1).mean()
+        nll = -pixel_log_prob(logits, x[:, :1]).mean()
         if self.disc is None:
             return nll
         fake = torch.cat([torch.sigmoid(logits), x[:, 1:]], 1)
@@ -234,3 +239,9 @@ class FontGen(Generator):
                             f"{list(content.shape)}")
         content = content.float()
         return torch.cat([torch.sigmoid(self.logits(content, cond, memory)), content], 1)
+
+
+def pixel_log_prob(logits: torch.Tensor, glyphs: torch.Tensor) -> torch.Tensor:
+    """Binary glyphs [B, M, H, W] under independent pixels with logits [B, 1, H, W], [B, M] nats."""
+    bce = F.binary_cross_entropy_with_logits(logits.expand_as(glyphs), glyphs.float(), reduction="none")
+    return -bce.flatten(2).sum(2)

@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -283,11 +282,8 @@ class RefineAdapted(GeneratorAdapted):
         return torch.cat([refs.float()[:, None], self.learner.retrieved(refs, self.faces)], 1)
 
     def candidate_log_probs(self, options: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-        """log p(candidate glyph | content, style) for options [n, M, H, W] and content [n, 1 + m, H, W], [n, M].
-        The decoder runs once per character: its pixels are independent given the content and the style."""
-        logits = call(self.generator, self.params, "logits", full, self.cond, self.memory)  # [n, 1, H, W]
-        bce = F.binary_cross_entropy_with_logits(logits.expand_as(options), options.float(), reduction="none")
-        return -bce.flatten(2).sum(2)
+        """log p(candidate glyph | content, style) for options [n, M, H, W] and content [n, 1 + m, H, W], [n, M]."""
+        return call(self.generator, self.params, "candidate_log_prob", options, full, self.cond, self.memory)
 
     @torch.no_grad()
     def face_ranking(self) -> torch.Tensor:
