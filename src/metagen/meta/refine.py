@@ -202,9 +202,14 @@ class RetrieveRefine(SetConditioned):
             found[:, j] = ok
         return out, found
 
+    def content(self, refs: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        """Reference glyphs [N, H, W] -> the decoder's content [N, 1 + m, H, W]: each with the faces' glyphs of
+        its character."""
+        return torch.cat([refs.float()[:, None], self.retrieved(refs, faces)], 1)
+
     def augment(self, x: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """Pairs [N, 2, H, W] -> [N, 2 + m, H, W] with the faces' glyphs of each example's character."""
-        return torch.cat([x.float(), self.retrieved(x[:, 1], faces)], 1)
+        return torch.cat([x[:, :1].float(), self.content(x[:, 1], faces)], 1)
 
     # -- the learner surface -----------------------------------------------------------------------------------
     def meta_loss(self, tasks: Tasks) -> torch.Tensor:
@@ -271,15 +276,11 @@ class RefineAdapted(GeneratorAdapted):
             content = content[:, None]
         if content.dim() != 4 or content.shape[1] != 1:
             raise DataError(f"content must be reference glyphs [n, 1, H, W], got {list(content.shape)}")
-        full = self.content_of(content[:, 0])
+        full = self.learner.content(content[:, 0], self.faces)
         x = super().sample(n, generator=generator, content=full, **options)[:, :2]
         if self.candidates is not None:
             x[:, 0] = self.select(full, x[:, 0])
         return x
-
-    def content_of(self, refs: torch.Tensor) -> torch.Tensor:
-        """Reference glyphs [n, H, W] -> the decoder's content [n, 1 + m, H, W] (with the nearest faces' glyphs)."""
-        return torch.cat([refs.float()[:, None], self.learner.retrieved(refs, self.faces)], 1)
 
     def candidate_log_probs(self, options: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         """log p(candidate glyph | content, style) for options [n, M, H, W] and content [n, 1 + m, H, W], [n, M]."""
@@ -297,7 +298,8 @@ class RefineAdapted(GeneratorAdapted):
             score = torch.full((len(cands),), -torch.inf, device=cands.device)
             if shared.any():
                 refs = learner.class_refs[shared].float()  # [S, H, W]
-                lp = self.candidate_log_probs(learner.retrieved(refs, cands), self.content_of(refs))  # [S, M]
+                options = learner.retrieved(refs, cands)  # [S, M, H, W]
+                lp = self.candidate_log_probs(options, learner.content(refs, self.faces))  # [S, M]
                 score = torch.where(ok, lp.mean(0), score)
             else:  # nothing to compare on: the nearest first
                 score[ok] = -torch.arange(int(ok.sum()), dtype=score.dtype, device=score.device)
