@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 SHARED_DATA := $(abspath ../shared/data)
 export METAGEN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/omniglot),$(SHARED_DATA))
 
-.PHONY: setup setup-text setup-fonts setup-browser demo serve test test-slow lint clean
+.PHONY: setup setup-text setup-fonts setup-fonts-cjk setup-browser demo serve test test-slow lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ setup-fonts: setup
 		(apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 			--no-install-recommends $$pkgs >/dev/null) || \
 		sudo apt-get install -y -q --no-install-recommends $$pkgs >/dev/null
+
+# The CJK fonts data (data.scripts = ["hanzi"]): Debian's CJK font packages (CJK_PACKAGES in
+# src/metagen/data/fonts.py), downloaded with apt and unpacked into $METAGEN_CACHE_DIR/fonts-cjk rather than
+# installed, so that their Latin glyphs do not join the Latin fonts data; ~330 MB of downloads.
+setup-fonts-cjk: setup
+	@dest="$$($(BIN)/python -c 'from metagen.data.fonts import cjk_dir; print(cjk_dir())')"; \
+		pkgs="$$($(BIN)/python -c 'from metagen.data.fonts import CJK_PACKAGES; print(" ".join(CJK_PACKAGES))')"; \
+		debs="$$(mktemp -d)"; mkdir -p "$$dest" && cd "$$debs" && \
+		(apt-get download -q $$pkgs >/dev/null 2>&1 || \
+			(apt-get update -q >/dev/null && apt-get download -q $$pkgs >/dev/null)) && \
+		for d in *.deb; do dpkg -x "$$d" "$$dest"; done && rm -rf "$$debs" && \
+		echo "CJK fonts unpacked into $$dest"
 
 # The browser test (tests/test_browser.py): Playwright, driving Debian's Chromium (no download from
 # Playwright's CDN). Where neither can be installed the test is skipped and says so.

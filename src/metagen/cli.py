@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(A.png, U+0416.png) unless --support-chars says which they are")
     p.add_argument("--support-chars", default=None, help="the character of each support image, in order")
     p.add_argument("--chars", default="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-                   help="characters to draw (any that DejaVu Sans has)")
+                   help="characters to draw (any the model's reference face has: DejaVu Sans, or for a hanzi "
+                        "model Droid Sans Fallback)")
     p.add_argument("--out", default="font.png", help="sheet PNG: the support, then the drawn characters")
     p.add_argument("--each", default=None, metavar="DIR", help="also one PNG per character (U+0041.png)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="learner.KEY=VALUE",
@@ -390,10 +391,11 @@ def cmd_font(args: argparse.Namespace) -> int:
     if not args.chars:
         raise MetagenError("--chars is empty; name at least one character to draw")
     learner, ckpt = _font_model(args)
-    size = ckpt.config.data.image_size
+    data = ckpt.config.data
+    size, faces = data.image_size, (data.scripts, data.font_dirs)
     support = typeset.read_glyphs(args.support, typeset.chars_of_files(args.support, args.support_chars,
-                                                                       "--support-chars"), size)
-    drawn = typeset.draw(learner, support, typeset.reference_glyphs(args.chars, size))
+                                                                       "--support-chars"), size, *faces)
+    drawn = typeset.draw(learner, support, typeset.reference_glyphs(args.chars, size, *faces))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     typeset.sheet([support[:, 0], drawn]).save(out)
@@ -409,11 +411,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from metagen import typeset
 
     learner, ckpt = _font_model(args)
-    size = ckpt.config.data.image_size
+    data = ckpt.config.data
+    size, faces = data.image_size, (data.scripts, data.font_dirs)
     style = typeset.read_glyphs(args.style, typeset.chars_of_files(args.style, args.style_chars, "--style-chars"),
-                                size)
+                                size, *faces)
     content = typeset.read_glyphs([args.content], typeset.chars_of_files([args.content], args.content_char,
-                                                                         "--content-char"), size)[:, 0]
+                                                                         "--content-char"), size, *faces)[:, 0]
     drawn = typeset.draw(learner, style, content)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

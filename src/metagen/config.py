@@ -57,10 +57,11 @@ class DataConfig(Strict):
     transpose: bool = True
 
     # fonts: the scripts of the character set (latin and digits on every face; greek and cyrillic where a face
-    # has the whole script), the folders searched for .ttf/.otf faces (None: /usr/share/fonts and
-    # /usr/local/share/fonts), and how many characters (drawn by split.seed from the whole set) no training
-    # typeface shows: the unseen-content split.
-    scripts: list[Literal["latin", "digits", "greek", "cyrillic"]] = Field(
+    # has the whole script; or ["hanzi"] alone, the CJK track), the folders searched for .ttf/.otf (and for
+    # hanzi .ttc) faces (None: /usr/share/fonts and /usr/local/share/fonts; for hanzi, where `make
+    # setup-fonts-cjk` unpacks them), and how many characters (drawn by split.seed from the required scripts) no
+    # training typeface shows: the unseen-content split.
+    scripts: list[Literal["latin", "digits", "greek", "cyrillic", "hanzi"]] = Field(
         default_factory=lambda: ["latin", "digits", "greek", "cyrillic"])
     font_dirs: list[str] | None = None
     held_out_chars: int = Field(0, ge=0)

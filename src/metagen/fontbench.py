@@ -62,6 +62,9 @@ class FontBenchPreset(Strict):
     shots: Shots = Field(default_factory=lambda: [1, 4, 8])
     episodes: int = Field(1, ge=1)  # support draws per held-out typeface
     max_faces: int | None = Field(None, ge=2)  # None: every held-out typeface
+    # seen-character targets per held-out typeface, drawn by the seed from its B half (None: the whole half);
+    # for the CJK track, whose faces have thousands of characters
+    max_targets: int | None = Field(None, ge=1)
     seed: int = 0
     classifier_steps: int = Field(1500, ge=1)  # the character classifier (features) and the typeface classifier
     bootstrap: int = Field(200, ge=0)
@@ -107,6 +110,9 @@ def font_tasks(splits: Splits, p: FontBenchPreset) -> tuple[list[FontTask], dict
         unseen = [i for i, c in enumerate(cs) if c in splits.held_out_chars]
         order = rng.permutation(seen).tolist()
         a, b = sorted(order[: len(order) // 2]), sorted(order[len(order) // 2 :])
+        if p.max_targets is not None and p.max_targets < len(b):
+            pick = np.random.default_rng([p.seed, f])  # its own stream: the supports do not move
+            b = sorted(pick.choice(b, size=p.max_targets, replace=False).tolist())
         if len(a) < k:
             raise DataError(f"typeface '{splits.held_out.names[f]}' has {len(seen)} characters, too few for "
                             f"{k} shots; lower the preset's shots")
@@ -193,16 +199,19 @@ class Learned(Method):
 # -- classifiers and metrics -------------------------------------------------------------------------------
 def content_classes(fonts: FontData) -> dict[str, int]:
     """Character -> class: characters the reference face draws alike share a class."""
+    ref = fonts.reference.reshape(len(fonts.charset), -1).float()  # [C, H*W] in {0, 1}
+    on = ref.sum(1)
+    differing = on[:, None] + on[None, :] - 2 * ref @ ref.T  # [C, C]: pixels where two glyphs differ
+    alike = differing < 0.01 * ref.shape[1]
     classes: dict[str, int] = {}
-    firsts: list[torch.Tensor] = []
+    firsts: list[int] = []  # the first character of each class, in class order
     for i, c in enumerate(fonts.charset):
-        g = fonts.reference[i]
-        same = [j for j, f in enumerate(firsts) if (f != g).float().mean() < 0.01]
-        if same:
-            classes[c] = same[0]
+        same = alike[i, firsts].nonzero() if firsts else []
+        if len(same):
+            classes[c] = int(same[0])
         else:
             classes[c] = len(firsts)
-            firsts.append(g)
+            firsts.append(i)
     return classes
 
 

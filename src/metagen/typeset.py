@@ -1,11 +1,11 @@
 """Apply a font model to a user's glyphs: `metagen font` (draw characters in the style of a few glyphs) and
 `metagen stylize` (draw one content glyph in the style of a few others).
 
-A user's glyph image has no baseline or em square, so it is placed where the reference face (DejaVu Sans)
-puts the same character: the ink is scaled to the height of the reference glyph's ink, bottom-aligned with
-it and centred on it. An image of exactly the model's size is taken as it is (a glyph the fonts data
-rendered, or one `metagen font --each` wrote). Content comes from the reference face, so `--chars` may name
-any character DejaVu Sans draws, also outside the training character set.
+A user's glyph image has no baseline or em square, so it is placed where the reference face (DejaVu Sans;
+Droid Sans Fallback for a model of the CJK track) puts the same character: the ink is scaled to the height
+of the reference glyph's ink, bottom-aligned with it and centred on it. An image of exactly the model's size
+is taken as it is (a glyph the fonts data rendered, or one `metagen font --each` wrote). Content comes from
+the reference face, so `--chars` may name any character it draws, also outside the training character set.
 """
 
 from __future__ import annotations
@@ -17,22 +17,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metagen.data.fonts import reference_path, render_face
+from metagen.data.fonts import LATIN, reference_path, render_face, track_of
 from metagen.data.images import SUPERSAMPLE, THRESHOLD, read_coverage
 from metagen.errors import DataError
 from metagen.meta.base import MetaLearner
 
 
-def reference_glyphs(chars: str, size: int) -> torch.Tensor:
-    """The reference face's glyphs of `chars`, uint8 [N, size, size]; a character it cannot draw is an error."""
+def reference_glyphs(chars: str, size: int, scripts: list[str] | tuple[str, ...] = LATIN.scripts,
+                     dirs: list[str] | None = None) -> torch.Tensor:
+    """The reference face's glyphs of `chars` (for the track of `scripts`, its faces under `dirs`), uint8
+    [N, size, size]; a character it cannot draw is an error."""
     from fontTools.ttLib import TTFont
 
-    cmap = TTFont(reference_path(), lazy=True).getBestCmap()
+    track = track_of(scripts)
+    path = reference_path(track, dirs)
+    cmap = TTFont(path, lazy=True).getBestCmap()
     missing = [c for c in chars if ord(c) not in cmap]
     if missing:
-        raise DataError(f"the reference face (DejaVu Sans) has no glyph for {''.join(missing)!r}, so there is no "
+        raise DataError(f"the reference face ({path.stem}) has no glyph for {''.join(missing)!r}, so there is no "
                         "content to draw; leave those characters out")
-    return torch.from_numpy(render_face(reference_path(), chars, size))
+    return torch.from_numpy(render_face(path, chars, size, track))
 
 
 def place_like(coverage: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -82,11 +86,12 @@ def chars_of_files(paths: list[str], given: str | None, flag: str) -> str:
     return chars
 
 
-def read_glyphs(paths: list[str], chars: str, size: int) -> torch.Tensor:
+def read_glyphs(paths: list[str], chars: str, size: int, scripts: list[str] | tuple[str, ...] = LATIN.scripts,
+                dirs: list[str] | None = None) -> torch.Tensor:
     """Glyph files of `chars` -> glyph pairs float [K, 2, size, size] (glyph, reference glyph)."""
     if not paths:
         raise DataError("no glyph images given; pass at least one with --support/--style")
-    refs = reference_glyphs(chars, size)
+    refs = reference_glyphs(chars, size, scripts, dirs)
     pairs = []
     for p, ref in zip(paths, refs, strict=True):
         glyph = place_like(read_coverage(p), ref.numpy())

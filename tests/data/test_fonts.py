@@ -15,7 +15,7 @@ from PIL import Image
 
 from metagen.config import from_dict, load_config
 from metagen.data import load_splits
-from metagen.data.fonts import SCRIPTS, FontData, held_out_characters, load_fonts, reference_path, render_face
+from metagen.data.fonts import LATIN, SCRIPTS, FontData, held_out_characters, load_fonts, reference_path, render_face
 from metagen.errors import ConfigError, DataError
 from metagen.generators.base import build_generator
 
@@ -40,7 +40,7 @@ def fonts_config(**over: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def fonts() -> FontData:
-    return load_fonts([MPL_FONTS], list(SCRIPTS), 28, progress=False)
+    return load_fonts([MPL_FONTS], list(LATIN.scripts), 28, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_faces_render_on_a_common_baseline_with_the_reference_channel(fonts: Fon
 
 
 def test_the_cache_returns_what_was_rendered(fonts: FontData) -> None:
-    again = load_fonts([MPL_FONTS], list(SCRIPTS), 28, progress=False)
+    again = load_fonts([MPL_FONTS], list(LATIN.scripts), 28, progress=False)
     assert again.concepts.names == fonts.concepts.names and again.chars == fonts.chars
     assert all(torch.equal(a, b) for a, b in zip(again.concepts.examples, fonts.concepts.examples, strict=True))
 
@@ -84,7 +84,7 @@ def test_a_bold_face_has_more_ink_than_its_regular() -> None:
 
 def test_missing_fonts_say_to_run_setup_fonts(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="make setup-fonts"):
-        load_fonts([str(tmp_path)], list(SCRIPTS), 28, progress=False)
+        load_fonts([str(tmp_path)], list(LATIN.scripts), 28, progress=False)
     with pytest.raises(DataError, match="must include latin"):
         load_fonts([MPL_FONTS], ["greek", "digits"], 28, progress=False)
 
@@ -175,17 +175,32 @@ def test_every_fonts_preset_builds() -> None:
         assert cfg.data.source == "fonts" and cfg.generator.name == "fontgen", name
 
 
-def test_the_packaged_fonts_bench_preset_validates() -> None:
+@pytest.mark.parametrize("name", ["fonts", "fonts-cjk"])
+def test_the_packaged_fonts_bench_presets_validate(name: str) -> None:
     from metagen.bench import load_preset, method_config
     from metagen.config import read_toml
     from metagen.fontbench import load_font_preset
 
-    p = load_font_preset(read_toml("fonts", "metagen.configs.bench")[1], "fonts")
+    p = load_font_preset(read_toml(name, "metagen.configs.bench")[1], name)
     assert p.shots == [1, 4, 8] and p.methods
     configs = [method_config(m, 0, "cpu") for m in p.methods.values()]
     assert all(c.data == configs[0].data and c.split == configs[0].split for c in configs)
     with pytest.raises(ConfigError, match="fonts bench"):
-        load_preset("fonts")
+        load_preset(name)
+
+
+def test_bench_targets_can_be_capped_per_face_without_touching_the_support_half() -> None:
+    from metagen.fontbench import font_tasks, load_font_preset
+
+    cfg = from_dict(fonts_config())
+    s = load_splits(cfg.data, cfg.split)
+    raw = {"kind": "fonts", "shots": [1, 4], "episodes": 2}
+    full, half_a = font_tasks(s, load_font_preset(raw, "t"))
+    capped, half_a2 = font_tasks(s, load_font_preset({**raw, "max_targets": 5}, "t"))
+    assert half_a == half_a2 and [t.support for t in full] == [t.support for t in capped]
+    for f, c in zip(full, capped, strict=True):
+        assert len(c.seen) == 5 < len(f.seen) and set(c.seen) <= set(f.seen) and c.unseen == f.unseen
+    assert capped[0].seen == capped[1].seen  # one face's episodes share its targets
 
 
 def _pairs(fonts: FontData, face: str, chars: str) -> torch.Tensor:
@@ -340,7 +355,7 @@ def test_few_system_fonts_say_how_to_get_the_rest(monkeypatch: pytest.MonkeyPatc
     import metagen.data.fonts as fonts_module
 
     monkeypatch.setattr(fonts_module, "DEFAULT_DIRS", (MPL_FONTS,))
-    assert len(fonts_module.load_fonts(None, list(SCRIPTS), 28, progress=False).concepts) == 21
+    assert len(fonts_module.load_fonts(None, list(LATIN.scripts), 28, progress=False).concepts) == 21
     assert "make setup-fonts" in capsys.readouterr().err
 
 

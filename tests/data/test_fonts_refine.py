@@ -12,7 +12,7 @@ from test_fonts import MPL_FONTS, _pairs, fonts_config
 
 from metagen.config import from_dict
 from metagen.data import load_splits
-from metagen.data.fonts import SCRIPTS, FontData, load_fonts
+from metagen.data.fonts import LATIN, FontData, load_fonts
 from metagen.errors import ConfigError, DataError
 from metagen.meta import build_learner
 
@@ -21,7 +21,7 @@ REFINE = {"name": "refine", "context_dim": 16, "channels": 8, "hidden": 32, "kl_
 
 @pytest.fixture(scope="module")
 def fonts() -> FontData:
-    return load_fonts([MPL_FONTS], list(SCRIPTS), 28, progress=False)
+    return load_fonts([MPL_FONTS], list(LATIN.scripts), 28, progress=False)
 
 
 @pytest.fixture(scope="module")

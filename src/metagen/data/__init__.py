@@ -9,7 +9,7 @@ from pathlib import Path
 from metagen.config import DataConfig, SplitConfig
 from metagen.data.concepts import ConceptSet, resolve_test_groups, split, split_concepts
 from metagen.data.episodes import EpisodeSampler, Tasks, fixed_tasks
-from metagen.data.fonts import FontData, held_out_characters, load_fonts, with_homoglyphs, without_characters
+from metagen.data.fonts import FontData, held_out_characters, load_fonts, track_of, with_homoglyphs, without_characters
 from metagen.data.glyphs import load_glyphs
 from metagen.data.images import Layout, load_image, load_support
 from metagen.data.omniglot import load_omniglot
@@ -94,7 +94,8 @@ def load_splits(data: DataConfig, split_cfg: SplitConfig, data_dir: str | None =
                                             for s in (background, validation, held_out))
     held_out_chars = ""
     if fonts is not None and data.held_out_chars:
-        held_out_chars = with_homoglyphs(held_out_characters(data.held_out_chars, split_cfg.seed), fonts)
+        chars = held_out_characters(data.held_out_chars, split_cfg.seed, track_of(data.scripts))
+        held_out_chars = with_homoglyphs(chars, fonts)
         background, validation = (without_characters(s, fonts, held_out_chars) for s in (background, validation))
     return Splits(background, held_out, test_groups, LAYOUTS[data.source], validation, vocab, fonts, held_out_chars)
 
