@@ -87,11 +87,10 @@ LATIN = Track(("latin", "digits", "greek", "cyrillic"), ("latin", "digits"), 1.0
               (".ttf", ".otf"), (), "setup-fonts", 300)
 HANZI = Track(("hanzi",), ("hanzi",), 0.99, "国", 0.80, 0.90, False, (".ttf", ".otf", ".ttc"),
               ("JP", "KR", "TC", "HK", "TW", "MO"), "setup-fonts-cjk", 20)
-REQUIRED = LATIN.required
 DEFAULT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
 CJK_REFERENCE = "DroidSansFallbackFull.ttf"  # in fonts-droid-fallback
 DUPLICATE_PIXELS = 0.002  # faces whose renders differ in fewer pixels than this fraction are one face
-MIN_DISTINCT = 30  # a face with fewer distinct Latin/digit renders is a symbol face
+MIN_DISTINCT = 30  # a face with fewer distinct renders of the required characters is a symbol face
 MIN_FACES = 8
 
 # `make setup-fonts-cjk` unpacks these into cjk_dir() (docs/results.md lists the faces each contributes).
