@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change how learners adapt, e.g. --set learner.eval_inner_steps=1 (repeatable; "
                         "eval_inner_steps, finetune_steps, finetune_lr, vectorize; programs: refine_steps, "
                         "joint_steps, keep_strokes, image_jitter, fit_steps, jitter_factor, flip; refine: select, "
-                        "select_by, keep_drawn, tune_steps, tune_lr)")
+                        "select_by, tune_steps, tune_lr)")
     _add_common(p)
 
     p = sub.add_parser("bench", help="every method of a bench preset on the same held-out tasks: NLL, FID, "

@@ -116,7 +116,7 @@ ADAPT_KEYS = ("eval_inner_steps", "finetune_steps", "finetune_lr", "vectorize",
               # programs:
               "refine_steps", "joint_steps", "keep_strokes", "image_jitter", "fit_steps", "jitter_factor", "flip",
               # refine:
-              "select", "select_by", "keep_drawn", "tune_steps", "tune_lr")
+              "select", "select_by", "tune_steps", "tune_lr")
 
 
 def adapt_overrides(items: list[str]) -> dict[str, Any]:

@@ -203,28 +203,6 @@ def test_selection_draws_real_glyphs_of_the_candidate_faces(fitted, fonts: FontD
     learner.cfg = learner.cfg.model_copy(update={"select": 0})
 
 
-def test_keep_drawn_keeps_the_decoders_glyph_only_near_the_chosen_candidate(fitted, fonts: FontData) -> None:
-    learner, s = fitted
-    learner.eval()
-    support = _pairs(fonts, s.held_out.names[0], "HOWa")
-    targets = "".join(c for c in "bcexzkmnpq" if c not in s.held_out_chars)
-    refs = _pairs(fonts, s.held_out.names[0], targets)[:, 1][:, None]
-
-    def draw(**settings) -> torch.Tensor:
-        learner.cfg = learner.cfg.model_copy(update=settings)
-        with torch.no_grad():
-            return learner.adapt(support).sample(len(targets), content=refs)[:, 0]
-
-    own, chosen = draw(select=0), draw(select=4, keep_drawn=0.0)
-    gaps = ((own > 0.5).float() - chosen).abs().mean((1, 2))  # [N]
-    keep = gaps.median().item()
-    kept = draw(select=4, keep_drawn=keep)
-    for i in range(len(targets)):
-        assert torch.equal(kept[i], own[i] if gaps[i] <= keep else chosen[i])
-    assert torch.equal(draw(select=4, keep_drawn=1.0), own)
-    learner.cfg = learner.cfg.model_copy(update={"select": 0, "keep_drawn": 0.0})
-
-
 def test_face_selection_draws_one_candidate_face_the_likeliest_in_all(fitted, fonts: FontData) -> None:
     """select_by = face: every character from the top-ranked candidate face, ranked by the mean likelihood of
     their glyphs of the characters all candidates draw (checked against the adapted model's own log_prob)."""

@@ -54,9 +54,6 @@ class RefineConfig(ContextConfig):
     # one whose glyphs (of the characters all candidates draw) are likeliest in all, so the drawn alphabet is
     # one real typeface; characters it lacks come from the next-ranked face that has them.
     select_by: Literal["char", "face"] = "char"
-    # With select: keep the decoder's own glyph where it differs from the chosen candidate in at most this
-    # fraction of pixels (a small correction of a real glyph towards the support's style); 0: the candidate.
-    keep_drawn: float = Field(0.0, ge=0, le=1)
     # Adam steps on the style code (from the set encoder) that raise the support's own likelihood; 0: none.
     tune_steps: int = Field(0, ge=0)
     tune_lr: float = Field(0.05, gt=0)
@@ -324,10 +321,7 @@ class RefineAdapted(GeneratorAdapted):
         lp = torch.where(real, lp, torch.full_like(lp, -torch.inf))
         best = lp.argmax(1)
         chosen = options[torch.arange(n), best]
-        own = (drawn > 0.5).to(chosen.dtype)  # the decoder's most likely glyph
-        near = (own - chosen).abs().mean((1, 2)) <= self.learner.cfg.keep_drawn if self.learner.cfg.keep_drawn \
-            else torch.zeros(n, dtype=torch.bool, device=chosen.device)
-        return torch.where((real.any(1) & ~near)[:, None, None], chosen, drawn)
+        return torch.where(real.any(1)[:, None, None], chosen, drawn)
 
     def log_prob(self, x: torch.Tensor, iw_samples: int = 1000,
                  generator: torch.Generator | None = None) -> torch.Tensor:
