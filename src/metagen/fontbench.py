@@ -372,10 +372,11 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
         learner = copy.deepcopy(done[key])
         with_adapt_settings(learner, adapt_overrides(p.methods[m].adapt))
         learned.append(Learned(m, learner, p.binarize))
-    if config is None:
+    if config is None:  # only the baselines: the data of the preset's methods (the CJK track's too)
         from metagen.config import load_config
 
-        config = load_config("fonts")
+        first = next(iter(p.methods.values()), None)
+        config = method_config(first, p.seed, device) if first is not None else load_config("fonts")
     splits = load_splits(config.data, config.split, data_dir)
     all_methods: list[Method] = [CopyReference(), Retrieval(splits), *learned]
     tasks, half_a = font_tasks(splits, p)

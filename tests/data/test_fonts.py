@@ -279,6 +279,17 @@ def test_font_bench_scores_every_method(trained: Path, tmp_path: Path) -> None:
     assert len(report["sheets"]) == 2 and all((tmp_path / "bench" / p).is_file() for p in report["sheets"])
 
 
+def test_a_baselines_only_bench_uses_the_data_of_the_presets_methods(trained: Path, tmp_path: Path) -> None:
+    from metagen.fontbench import run_font_bench
+
+    raw = {"kind": "fonts", "shots": [1], "classifier_steps": 5, "bootstrap": 2, "sheet_faces": 0,
+           "methods": {"context": {"checkpoint": str(trained)}}}
+    report = run_font_bench("fonts-test", raw, tmp_path / "bench", tmp_path / "runs", quiet=True, progress=False,
+                            methods=["retrieval", "copy reference"])
+    assert set(report["methods"]) == {"copy reference", "retrieval"}
+    assert report["held_out_faces"] == 6 and report["held_out_families"] == sorted(TEST_FAMILIES)
+
+
 def _glyph_png(path: Path, char: str, font: str = "DejaVuSerif-Bold.ttf", size: int = 90) -> Path:
     g = render_face(reference_path().parent / font, char, size)[0]
     Image.fromarray(((1 - g) * 255).astype(np.uint8)).save(path)  # dark ink on white, 90 px
