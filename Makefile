@@ -35,7 +35,7 @@ setup-fonts: setup
 
 # The CJK fonts data (data.scripts = ["hanzi"]): Debian's CJK font packages (CJK_PACKAGES in
 # src/metagen/data/fonts.py), downloaded with apt and unpacked into $METAGEN_CACHE_DIR/fonts-cjk rather than
-# installed, so that their Latin glyphs do not join the Latin fonts data; ~330 MB of downloads.
+# installed, so that their Latin glyphs do not join the Latin fonts data; ~310 MB of downloads, ~570 MB unpacked.
 setup-fonts-cjk: setup
 	@dest="$$($(BIN)/python -c 'from metagen.data.fonts import cjk_dir; print(cjk_dir())')"; \
 		pkgs="$$($(BIN)/python -c 'from metagen.data.fonts import CJK_PACKAGES; print(" ".join(CJK_PACKAGES))')"; \

@@ -93,11 +93,12 @@ DUPLICATE_PIXELS = 0.002  # faces whose renders differ in fewer pixels than this
 MIN_DISTINCT = 30  # a face with fewer distinct renders of the required characters is a symbol face
 MIN_FACES = 8
 
-# `make setup-fonts-cjk` unpacks these into cjk_dir() (docs/results.md lists the faces each contributes).
+# `make setup-fonts-cjk` unpacks these into cjk_dir() (docs/results.md lists the faces each contributes;
+# fonts-wqy-microhei is left out: its hanzi are Droid Sans Fallback's, the reference face).
 CJK_PACKAGES = (
-    "fonts-droid-fallback", "fonts-wqy-zenhei", "fonts-wqy-microhei", "fonts-arphic-ukai", "fonts-arphic-uming",
-    "fonts-arphic-gbsn00lp", "fonts-arphic-gkai00mp", "fonts-noto-cjk", "fonts-noto-cjk-extra", "fonts-lxgw-wenkai",
-    "fonts-hanazono", "fonts-babelstone-han",
+    "fonts-droid-fallback", "fonts-wqy-zenhei", "fonts-arphic-ukai", "fonts-arphic-uming", "fonts-arphic-gbsn00lp",
+    "fonts-arphic-gkai00mp", "fonts-noto-cjk", "fonts-noto-cjk-extra", "fonts-lxgw-wenkai", "fonts-hanazono",
+    "fonts-babelstone-han",
 )
 
 # `make setup-fonts` apt-installs these (docs/results.md lists the faces each contributes).
