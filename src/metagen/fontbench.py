@@ -10,7 +10,7 @@ glyphs:
 - ssim: structural similarity (Gaussian window 7, sigma 1.5, data range 1);
 - perceptual: Euclidean distance between generated and true glyph in the features of metagen's own
   character classifier (a conv4 trained on the background typefaces' glyphs; no downloaded weights);
-- fid: Fréchet distance in the same features, pooled over tasks, with a bootstrap CI over tasks;
+- fid: Fréchet distance in the same features, pooled over tasks, with a jackknife CI over tasks;
 - content: share of generated glyphs that the character classifier reads as the intended character
   (characters drawn alike in the reference face, Latin A and Cyrillic А, count as one class);
 - style: share that a typeface classifier, trained on the held-out typefaces' A glyphs only, assigns to
@@ -18,8 +18,12 @@ glyphs:
 
 Baselines: `copy reference` (draw the reference face's glyph) and `retrieval` (the background typeface
 whose glyphs of the support characters are nearest in L1, drawn in full; characters it lacks, such as the
-unseen-content ones no background face shows, fall back to the reference glyph). A `true glyphs` row scores
-the real B glyphs with the two classifiers. Per-task metrics get a 95% CI across tasks.
+unseen-content ones no background face shows, fall back to the reference glyph). Two ceilings, which see
+the answer and are no methods: `true glyphs` (the real targets, scored by the two classifiers and paired with
+retrieval), `oracle: nearest face to the truth` (the background typeface nearest in L1 to the true targets,
+drawn like retrieval's face: the best any method that draws one training face can score) and `oracle: nearest
+training glyph to the truth` (per target, the nearest glyph of its character in any background face).
+Per-task metrics get a 95% CI across tasks.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from metagen.metrics.stats import mean_ci
 
 FONT_FEATURES_VERSION = 1
 METRICS = ("l1", "ssim", "perceptual", "content", "style")
+TRUE_GLYPHS = "true glyphs"  # the real targets: a ceiling row
 
 
 class FontBenchPreset(Strict):
@@ -67,7 +72,7 @@ class FontBenchPreset(Strict):
     max_targets: int | None = Field(None, ge=1)
     seed: int = 0
     classifier_steps: int = Field(1500, ge=1)  # the character classifier (features) and the typeface classifier
-    bootstrap: int = Field(200, ge=0)
+    fid_intervals: bool = True  # FID's 95% intervals, by a jackknife over tasks (one FID per task and method)
     sheet_faces: int = Field(4, ge=0)  # sample sheets written for this many held-out typefaces
     sheet_chars: int = Field(24, ge=1)  # target characters per sheet row
     # Score the learned methods' most likely glyph (pixel probability > 0.5, binary like the data) instead
@@ -78,6 +83,9 @@ class FontBenchPreset(Strict):
 
 
 def load_font_preset(raw: dict[str, Any], name: str) -> FontBenchPreset:
+    if "bootstrap" in raw:
+        raise ConfigError(f"bad bench preset ({name}): 'bootstrap' is gone from fonts presets (FID intervals now "
+                          "come from a jackknife over tasks); remove it, or set fid_intervals = false to skip them")
     try:
         return FontBenchPreset.model_validate(raw)
     except ValidationError as e:
@@ -158,6 +166,7 @@ class Retrieval(Method):
     def __init__(self, splits: Splits) -> None:
         """Every background typeface's glyphs, {char: [H, W]}, less the characters no training face shows."""
         fonts = _fonts(splits)
+        self.held_out_chars = splits.held_out_chars
         index = {n: i for i, n in enumerate(fonts.concepts.names)}
         self.faces = []
         for name in splits.background.names:
@@ -179,6 +188,50 @@ class Retrieval(Method):
     def draw(self, support: torch.Tensor, support_chars: str, refs: torch.Tensor, chars: str) -> torch.Tensor:
         glyphs = self.faces[self.nearest(support, support_chars)]
         return torch.stack([glyphs[c].float() if c in glyphs else refs[i].float() for i, c in enumerate(chars)])
+
+
+class NearestToTruth(Retrieval):
+    """A ceiling, not a method: the background typeface nearest in L1 to the true glyphs of the targets that
+    training faces draw, drawn as retrieval draws its face."""
+
+    name = "oracle: nearest face to the truth"
+
+    def __init__(self, splits: Splits) -> None:
+        super().__init__(splits)
+        self._seen: dict[bytes, int] = {}  # the same targets at every k: one search
+
+    def draw_truth(self, true: torch.Tensor, refs: torch.Tensor, chars: str) -> torch.Tensor:
+        """Targets' true glyphs [N, H, W] and reference glyphs [N, H, W] -> the nearest face's glyphs [N, H, W]."""
+        shown = [i for i, c in enumerate(chars) if c not in self.held_out_chars]
+        key = chars.encode() + true.to(torch.uint8).numpy().tobytes()
+        if key not in self._seen:
+            pairs = true[shown, None]  # [N', 1, H, W]: nearest() reads channel 0
+            self._seen[key] = self.nearest(pairs, "".join(chars[i] for i in shown)) if shown else 0
+        glyphs = self.faces[self._seen[key]]
+        return torch.stack([glyphs[c].float() if c in glyphs else refs[i].float() for i, c in enumerate(chars)])
+
+
+class NearestGlyphsToTruth(NearestToTruth):
+    """A ceiling, not a method: for each target, the background glyph of its character nearest in L1 to the
+    true glyph, from whichever training face draws it (the best any per-character choice of real glyphs, such
+    as retrieve and refine's selection, can score)."""
+
+    name = "oracle: nearest training glyph to the truth"
+
+    def __init__(self, splits: Splits) -> None:
+        super().__init__(splits)
+        self._options: dict[str, torch.Tensor] = {}  # char -> every background face's glyph of it [F_c, H, W]
+
+    def draw_truth(self, true: torch.Tensor, refs: torch.Tensor, chars: str) -> torch.Tensor:
+        out = refs.float().clone()
+        for i, c in enumerate(chars):
+            if c in self.held_out_chars:
+                continue
+            if c not in self._options:
+                self._options[c] = torch.stack([g[c] for g in self.faces if c in g]).float()
+            options = self._options[c]
+            out[i] = options[(options - true[i].float()).abs().flatten(1).sum(1).argmin()]
+        return out
 
 
 class Learned(Method):
@@ -307,38 +360,36 @@ def score(gen: torch.Tensor, true: torch.Tensor, labels: torch.Tensor, face_labe
     return out, fg, ft
 
 
-def fid_tasks(real: list[torch.Tensor], fake: list[torch.Tensor], reps: int, seed: int) -> tuple[float, float]:
-    """FID of pooled features and the half-width of its bootstrap 95% interval over whole tasks."""
+def fid_tasks(real: list[torch.Tensor], fake: list[torch.Tensor], intervals: bool = True) -> tuple[float, float]:
+    """FID of pooled features and the half-width of its 95% interval (jackknife over whole tasks)."""
     value = fid(torch.cat(real), torch.cat(fake))
-    if reps < 2 or len(real) < 2 or math.isnan(value):
+    if not intervals or len(real) < 2 or math.isnan(value):
         return value, 0.0
-    lo, hi = _task_bootstrap(len(real), reps, seed,
-                             lambda idx: fid(torch.cat([real[i] for i in idx]), torch.cat([fake[i] for i in idx])))
-    return value, (hi - lo) / 2
+    return value, task_jackknife(len(real), lambda idx: fid(torch.cat([real[i] for i in idx]),
+                                                            torch.cat([fake[i] for i in idx])))
 
 
-def _task_bootstrap(n: int, reps: int, seed: int, statistic: Callable[[list[int]], float]) -> tuple[float, float]:
-    """The 95% interval (lo, hi) of statistic(task indices) over `reps` resamplings of the n tasks."""
-    g = torch.Generator().manual_seed(seed)
-    draws = [statistic(torch.randint(n, (n,), generator=g).tolist()) for _ in range(reps)]
-    lo, hi = torch.tensor(draws, dtype=torch.float64).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64))
-    return float(lo), float(hi)
+def task_jackknife(n: int, statistic: Callable[[list[int]], float]) -> float:
+    """Half-width of the 95% normal interval of statistic(all n tasks), its standard error by the delete-one-task
+    jackknife. A bootstrap would repeat tasks, and FIDs of sets with repeats sit off the estimate: percentile
+    intervals of FID differences were seen to miss the estimate itself."""
+    values = torch.tensor([statistic([j for j in range(n) if j != i]) for i in range(n)], dtype=torch.float64)
+    return 1.96 * math.sqrt((n - 1) / n * float(((values - values.mean()) ** 2).sum()))
 
 
-def fid_difference(real: list[torch.Tensor], fake: list[torch.Tensor], base: list[torch.Tensor], reps: int,
-                   seed: int) -> dict[str, float]:
-    """FID(fake) - FID(base) against the same real features, with a paired bootstrap over whole tasks (both
-    FIDs on the same resampled tasks): {mean (the difference on all tasks), lo, hi (its 95% interval), ci95
-    (half its width)}."""
+def fid_difference(real: list[torch.Tensor], fake: list[torch.Tensor], base: list[torch.Tensor],
+                   intervals: bool = True) -> dict[str, float]:
+    """FID(fake) - FID(base) against the same real features, its interval paired (both FIDs on the same tasks
+    left out): {mean (the difference on all tasks), lo, hi (its 95% interval), ci95 (half its width)}."""
     value = fid(torch.cat(real), torch.cat(fake)) - fid(torch.cat(real), torch.cat(base))
-    if reps < 2 or len(real) < 2 or math.isnan(value):
+    if not intervals or len(real) < 2 or math.isnan(value):
         return {"mean": value, "ci95": 0.0, "lo": value, "hi": value}
     def difference(idx: list[int]) -> float:
         r = torch.cat([real[i] for i in idx])
         return fid(r, torch.cat([fake[i] for i in idx])) - fid(r, torch.cat([base[i] for i in idx]))
 
-    lo, hi = _task_bootstrap(len(real), reps, seed, difference)
-    return {"mean": value, "ci95": (hi - lo) / 2, "lo": lo, "hi": hi}
+    h = task_jackknife(len(real), difference)
+    return {"mean": value, "ci95": h, "lo": value - h, "hi": value + h}
 
 
 # -- the bench ---------------------------------------------------------------------------------------------
@@ -378,7 +429,8 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
         first = next(iter(p.methods.values()), None)
         config = method_config(first, p.seed, device) if first is not None else load_config("fonts")
     splits = load_splits(config.data, config.split, data_dir)
-    all_methods: list[Method] = [CopyReference(), Retrieval(splits), *learned]
+    all_methods: list[Method] = [CopyReference(), Retrieval(splits), NearestToTruth(splits),
+                                 NearestGlyphsToTruth(splits), *learned]
     tasks, half_a = font_tasks(splits, p)
     chars_net = character_classifier(splits, config, p.classifier_steps, progress)
     style_net, face_label, style_train_acc = typeface_classifier(splits, half_a, p.classifier_steps, progress, p.seed)
@@ -404,6 +456,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
             per["content"].append(s["content"])
             per["style"].append(s["style"])
         report["true"][split_name] = {k: dict(zip(("mean", "ci95"), mean_ci(v), strict=True)) for k, v in per.items()}
+        report["true"][split_name]["per_task"] = per
     split_names = ["seen", "unseen"] if splits.held_out_chars else ["seen"]
     first: dict[int, int] = {}  # a face's first task
     for ti, t in enumerate(tasks):
@@ -411,20 +464,24 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
     sheet_tasks = set(list(first.values())[: p.sheet_faces])
     features: dict[tuple[str, str, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # for paired FIDs
     for method in all_methods:
-        rows: dict[str, Any] = {name: {} for name in split_names}
+        scored = ["seen"] if isinstance(method, NearestToTruth) else split_names  # oracles: no unseen glyphs
+        rows: dict[str, Any] = {name: {} for name in scored}
         for k in p.shots:
-            per = {name: {m: [] for m in METRICS} for name in split_names}
-            feats: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {n: ([], []) for n in split_names}
+            per = {name: {m: [] for m in METRICS} for name in scored}
+            feats: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {n: ([], []) for n in scored}
             seconds = 0.0
             for ti, t in enumerate(tasks):
                 ex, cs = splits.held_out.examples[t.face], chars_of[splits.held_out.names[t.face]]
                 ids = t.seen + t.unseen  # one adaptation per task and k draws both kinds of target
                 s0 = time.perf_counter()
-                gen = method.draw(ex[t.support[:k]], "".join(cs[i] for i in t.support[:k]), ex[ids, 1],
-                                  "".join(cs[i] for i in ids))
+                if isinstance(method, NearestToTruth):
+                    gen = method.draw_truth(ex[ids, 0], ex[ids, 1], "".join(cs[i] for i in ids))
+                else:
+                    gen = method.draw(ex[t.support[:k]], "".join(cs[i] for i in t.support[:k]), ex[ids, 1],
+                                      "".join(cs[i] for i in ids))
                 seconds += time.perf_counter() - s0
                 parts = {"seen": (gen[: len(t.seen)], t.seen), "unseen": (gen[len(t.seen) :], t.unseen)}
-                for name in split_names:
+                for name in scored:
                     g, part = parts[name]
                     labels = torch.tensor([classes[cs[i]] for i in part])
                     sc, fg, ft = score(g, ex[part, 0], labels, face_label[t.face], chars_net, style_net)
@@ -434,12 +491,12 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
                     feats[name][1].append(fg)
                 if k == max(p.shots) and ti in sheet_tasks:
                     sheets.setdefault(ti, []).append((method.name, gen[: p.sheet_chars]))
-            for name in split_names:
+            for name in scored:
                 cell: dict[str, Any] = {m: dict(zip(("mean", "ci95"), mean_ci(v), strict=True))
                                         for m, v in per[name].items()}
                 cell["per_task"] = per[name]  # same tasks for every method: paired comparisons
                 features[method.name, name, k] = feats[name]
-                f, ci = fid_tasks(*feats[name], p.bootstrap, p.seed)
+                f, ci = fid_tasks(*feats[name], p.fid_intervals)
                 cell["fid"] = {"mean": f, "ci95": ci}
                 cell["ms_per_task"] = 1000 * seconds / max(len(tasks), 1)
                 rows[name][str(k)] = cell
@@ -448,13 +505,15 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
                           f"ssim {cell['ssim']['mean']:.3f} content {cell['content']['mean']:.2f} "
                           f"style {cell['style']['mean']:.2f} fid {f:.1f}", flush=True)
         report["methods"][method.name] = rows
-    report["vs_retrieval"] = paired_differences(report["methods"])
+    report["vs_retrieval"] = paired_differences(report["methods"], report["true"])
     for m, by_split in report["vs_retrieval"].items():
+        if m == TRUE_GLYPHS:  # scored by the classifiers only
+            continue
         for split_name, by_k in by_split.items():
             for k, d in by_k.items():
                 real, fake = features[m, split_name, int(k)]
-                d["fid"] = fid_difference(real, fake, features[Retrieval.name, split_name, int(k)][1], p.bootstrap,
-                                          p.seed)
+                d["fid"] = fid_difference(real, fake, features[Retrieval.name, split_name, int(k)][1],
+                                          p.fid_intervals)
     report["seconds"] = time.perf_counter() - t0
     report["sheets"] = write_sheets(out, splits, tasks, sheets, p)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
@@ -497,13 +556,23 @@ def write_sheets(out: Path, splits: Splits, tasks: list[FontTask], sheets: dict[
     return paths
 
 
-def paired_differences(methods: dict[str, Any]) -> dict[str, Any]:
-    """Per learned method, split and k: method - retrieval on each task's metrics, as mean and 95% CI (the
-    tasks are the same, so the pairing removes the spread between typefaces)."""
+def paired_differences(methods: dict[str, Any], true: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per method but the baselines, split and k: method - retrieval on each task's metrics, as mean and 95% CI
+    (the tasks are the same, so the pairing removes the spread between typefaces); with `true` (the report's
+    true-glyph scores), also the true glyphs - retrieval on content and style."""
     base = methods.get(Retrieval.name)
     out: dict[str, Any] = {}
     if base is None:
         return out
+    for split_name, scores in (true or {}).items():
+        if "per_task" not in scores:
+            continue
+        for k, cell in base[split_name].items():
+            out.setdefault(TRUE_GLYPHS, {}).setdefault(split_name, {})[k] = {
+                m: dict(zip(("mean", "ci95"), mean_ci([a - b for a, b in zip(scores["per_task"][m],
+                                                                               cell["per_task"][m], strict=True)]),
+                            strict=True))
+                for m in ("content", "style")}
     for name, rows in methods.items():
         if name in (Retrieval.name, CopyReference.name):
             continue
@@ -523,7 +592,7 @@ def _fmt(cell: dict[str, float], digits: int = 3) -> str:
 
 def markdown_report(report: dict[str, Any]) -> str:
     lines = [f"Held-out typefaces: {report['held_out_faces']} ({len(report['held_out_families'])} families), "
-             f"{report['tasks']} tasks; mean ± 95% CI across tasks (FID: bootstrap over tasks). "
+             f"{report['tasks']} tasks; mean ± 95% CI across tasks (FID: jackknife over tasks). "
              f"l1, perceptual, fid: lower is better; ssim, content, style: higher is better.", ""]
     for split_name in ("seen", "unseen"):
         if split_name not in report["true"]:
@@ -535,21 +604,21 @@ def markdown_report(report: dict[str, Any]) -> str:
         tr = report["true"][split_name]
         lines.append(f"| true glyphs | – | 0 | 1 | 0 | 0 | {_fmt(tr['content'], 2)} | {_fmt(tr['style'], 2)} |")
         for m, rows in report["methods"].items():
-            for k, c in rows[split_name].items():
+            for k, c in rows.get(split_name, {}).items():
                 lines.append(f"| {m} | {k} | {_fmt(c['l1'])} | {_fmt(c['ssim'])} | {_fmt(c['perceptual'], 2)} | "
                              f"{c['fid']['mean']:.1f} ± {c['fid']['ci95']:.1f} | {_fmt(c['content'], 2)} | "
                              f"{_fmt(c['style'], 2)} |")
         lines.append("")
     if report.get("vs_retrieval"):
         lines += ["**Paired against retrieval** (method − retrieval on the same tasks, mean ± 95% CI; * where the "
-                  "interval excludes 0; FID: paired bootstrap over tasks)", "",
+                  "interval excludes 0; FID: paired jackknife over tasks)", "",
                   "| method | split | k | l1 | ssim | perceptual | fid | content | style |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for m, splits in report["vs_retrieval"].items():
             for split_name, by_k in splits.items():
                 for k, d in by_k.items():
-                    cells = [_fmt_signed(d[x], 2 if x in ("perceptual", "fid") else 3)
-                             for x in ("l1", "ssim", "perceptual", "fid", "content", "style") if x in d]
+                    cells = [_fmt_signed(d[x], 2 if x in ("perceptual", "fid") else 3) if x in d else "–"
+                             for x in ("l1", "ssim", "perceptual", "fid", "content", "style")]
                     lines.append(f"| {m} | {split_name} | {k} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

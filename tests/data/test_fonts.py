@@ -248,19 +248,41 @@ def test_retrieval_finds_the_nearest_training_face_and_falls_back_to_the_referen
     assert torch.equal(drawn[2], refs[2].float())  # no training face shows the held-out character
 
 
+def test_the_oracles_draw_the_training_face_and_glyphs_nearest_to_the_true_targets(fonts: FontData) -> None:
+    from metagen.fontbench import NearestGlyphsToTruth, NearestToTruth
+
+    cfg = from_dict(fonts_config())
+    s = load_splits(cfg.data, cfg.split)
+    oracle = NearestToTruth(s)
+    hidden = s.held_out_chars[0]
+    for face in ["DejaVu Sans Mono Bold", "STIXGeneral Italic"]:
+        pairs = _pairs(fonts, face, "Zz7" + hidden)
+        true = pairs[:, 0].clone()
+        true[:3] = (true[:3] + (torch.rand_like(true[:3]) < 0.03).float()) % 2  # the truth: near that face
+        drawn = oracle.draw_truth(true, pairs[:, 1], "Zz7" + hidden)
+        assert torch.equal(drawn[:3], pairs[:3, 0].float())  # its glyphs, not the noisy truth
+        assert torch.equal(drawn[3], pairs[3, 1].float())  # the held-out character: the reference glyph
+    # per character: each target from its own nearest face
+    mono, italic = _pairs(fonts, "DejaVu Sans Mono Bold", "Zz"), _pairs(fonts, "STIXGeneral Italic", "Zz")
+    true = torch.stack([mono[0, 0], italic[1, 0]])
+    drawn = NearestGlyphsToTruth(s).draw_truth(true, mono[:, 1], "Zz")
+    assert torch.equal(drawn, true.float())
+
+
 def test_font_bench_scores_every_method(trained: Path, tmp_path: Path) -> None:
     from metagen.fontbench import run_font_bench
 
-    raw = {"kind": "fonts", "shots": [1, 3], "classifier_steps": 30, "bootstrap": 5, "sheet_faces": 2,
+    raw = {"kind": "fonts", "shots": [1, 3], "classifier_steps": 30, "sheet_faces": 2,
            "methods": {"context": {"checkpoint": str(trained)}}}
     report = run_font_bench("fonts-test", raw, tmp_path / "bench", tmp_path / "runs", quiet=True, progress=False)
-    assert set(report["methods"]) == {"copy reference", "retrieval", "context"}
+    oracles = {"oracle: nearest face to the truth", "oracle: nearest training glyph to the truth"}
+    assert set(report["methods"]) == {"copy reference", "retrieval", "context"} | oracles
     assert report["held_out_faces"] == 6 and report["tasks"] == 6
     copy = report["methods"]["copy reference"]["seen"]["3"]
     assert copy["l1"]["mean"] > 0 and 0 < copy["ssim"]["mean"] < 1
     for m in report["methods"].values():
         for split in ("seen", "unseen"):
-            for cell in m[split].values():
+            for cell in m.get(split, {}).values():
                 assert all(0 <= cell[k]["mean"] <= 1 for k in ("l1", "content", "style"))
                 assert cell["fid"]["mean"] >= 0
     assert 0 <= report["true"]["seen"]["style"]["mean"] <= 1
@@ -275,18 +297,27 @@ def test_font_bench_scores_every_method(trained: Path, tmp_path: Path) -> None:
     paired_fid = report["vs_retrieval"]["context"]["seen"]["3"]["fid"]
     assert paired_fid["mean"] == pytest.approx(fids[0] - fids[1], rel=1e-6, abs=1e-6)
     assert paired_fid["lo"] <= paired_fid["hi"] and paired_fid["ci95"] >= 0
-    assert set(report["vs_retrieval"]) == {"context"} and "Paired against retrieval" in md
+    assert set(report["vs_retrieval"]) == {"context", "true glyphs"} | oracles and "Paired against retrieval" in md
+    # the true glyphs, paired on the classifiers' metrics only
+    true_vs = report["vs_retrieval"]["true glyphs"]["seen"]["3"]
+    assert set(true_vs) == {"content", "style"}
+    assert true_vs["style"]["mean"] == pytest.approx(
+        report["true"]["seen"]["style"]["mean"] - report["methods"]["retrieval"]["seen"]["3"]["style"]["mean"],
+        abs=1e-9)
+    assert "| true glyphs | seen | 3 | – | – | – | – |" in md
+    assert all(set(report["methods"][o]) == {"seen"} for o in oracles)  # no training face draws unseen ones
     assert len(report["sheets"]) == 2 and all((tmp_path / "bench" / p).is_file() for p in report["sheets"])
 
 
 def test_a_baselines_only_bench_uses_the_data_of_the_presets_methods(trained: Path, tmp_path: Path) -> None:
     from metagen.fontbench import run_font_bench
 
-    raw = {"kind": "fonts", "shots": [1], "classifier_steps": 5, "bootstrap": 2, "sheet_faces": 0,
+    raw = {"kind": "fonts", "shots": [1], "classifier_steps": 5, "sheet_faces": 0,
            "methods": {"context": {"checkpoint": str(trained)}}}
     report = run_font_bench("fonts-test", raw, tmp_path / "bench", tmp_path / "runs", quiet=True, progress=False,
                             methods=["retrieval", "copy reference"])
-    assert set(report["methods"]) == {"copy reference", "retrieval"}
+    assert set(report["methods"]) == {"copy reference", "retrieval", "oracle: nearest face to the truth",
+                                      "oracle: nearest training glyph to the truth"}
     assert report["held_out_faces"] == 6 and report["held_out_families"] == sorted(TEST_FAMILIES)
 
 
@@ -392,13 +423,29 @@ def test_the_typeface_classifier_is_cached_by_its_faces_glyphs_steps_and_seed(
     assert len(fits) == 2
 
 
-def test_paired_fid_difference_bootstraps_both_fids_on_the_same_tasks() -> None:
+def test_the_task_jackknife_of_a_mean_is_its_standard_error() -> None:
+    from metagen.fontbench import task_jackknife
+
+    x = torch.randn(30, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    half = task_jackknife(len(x), lambda idx: float(x[idx].mean()))
+    assert half == pytest.approx(1.96 * float(x.std()) / len(x) ** 0.5, rel=1e-9)
+
+
+def test_old_fonts_presets_with_a_bootstrap_get_one_line() -> None:
+    from metagen.fontbench import load_font_preset
+
+    with pytest.raises(ConfigError, match="bootstrap.*fid_intervals"):
+        load_font_preset({"kind": "fonts", "bootstrap": 200}, "old")
+
+
+def test_paired_fid_difference_leaves_out_the_same_tasks_from_both_fids() -> None:
     from metagen.fontbench import fid_difference
 
     g = torch.Generator().manual_seed(0)
     real = [torch.randn(20, 4, generator=g) for _ in range(8)]
     far = [x + 3 for x in real]
-    same = fid_difference(real, far, far, 50, 0)
+    same = fid_difference(real, far, far)
     assert same == {"mean": 0.0, "ci95": 0.0, "lo": 0.0, "hi": 0.0}  # identical methods: no difference at all
-    better = fid_difference(real, [x + 0.1 * torch.randn(x.shape, generator=g) for x in real], far, 50, 0)
+    better = fid_difference(real, [x + 0.1 * torch.randn(x.shape, generator=g) for x in real], far)
     assert better["mean"] < -30 and better["hi"] < 0  # ~ -36 (a shift of 3 in 4 dimensions)
+    assert better["lo"] < better["mean"] < better["hi"]  # the interval is around the estimate

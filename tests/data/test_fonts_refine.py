@@ -263,8 +263,8 @@ def test_bench_methods_that_differ_in_adaptation_share_one_training_run(tmp_path
         lines.append(f"[{section}]")
         lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
     (tmp_path / "tiny.toml").write_text("\n".join(lines) + "\n")
-    raw = {"kind": "fonts", "shots": [2], "classifier_steps": 5, "bootstrap": 0, "sheet_faces": 0, "max_faces": 3,
-           "binarize": True,
+    raw = {"kind": "fonts", "shots": [2], "classifier_steps": 5, "fid_intervals": False, "sheet_faces": 0,
+           "max_faces": 3, "binarize": True,
            "methods": {"drawn": {"config": str(tmp_path / "tiny.toml")},
                        "selected": {"config": str(tmp_path / "tiny.toml"), "adapt": ["learner.select=2"]}}}
     report = run_font_bench("tiny", raw, tmp_path / "bench", tmp_path / "runs", quiet=True, progress=False)
