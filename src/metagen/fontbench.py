@@ -186,13 +186,25 @@ class Retrieval(Method):
         return best
 
     def draw(self, support: torch.Tensor, support_chars: str, refs: torch.Tensor, chars: str) -> torch.Tensor:
-        glyphs = self.faces[self.nearest(support, support_chars)]
+        return self.draw_face(self.nearest(support, support_chars), refs, chars)
+
+    def draw_face(self, face: int, refs: torch.Tensor, chars: str) -> torch.Tensor:
+        """Background face `face`'s glyphs of chars [N, H, W]; the reference glyph refs[i] where it lacks one."""
+        glyphs = self.faces[face]
         return torch.stack([glyphs[c].float() if c in glyphs else refs[i].float() for i, c in enumerate(chars)])
 
 
-class NearestToTruth(Retrieval):
-    """A ceiling, not a method: the background typeface nearest in L1 to the true glyphs of the targets that
-    training faces draw, drawn as retrieval draws its face."""
+class Oracle(Retrieval):
+    """A ceiling, not a method: it draws the targets from the background faces knowing their true glyphs."""
+
+    def draw_truth(self, true: torch.Tensor, refs: torch.Tensor, chars: str) -> torch.Tensor:
+        """Targets' true glyphs [N, H, W] and reference glyphs [N, H, W] -> drawn glyphs [N, H, W]."""
+        raise NotImplementedError
+
+
+class NearestToTruth(Oracle):
+    """The background typeface nearest in L1 to the true glyphs of the targets that training faces draw, drawn
+    as retrieval draws its face."""
 
     name = "oracle: nearest face to the truth"
 
@@ -201,20 +213,18 @@ class NearestToTruth(Retrieval):
         self._seen: dict[bytes, int] = {}  # the same targets at every k: one search
 
     def draw_truth(self, true: torch.Tensor, refs: torch.Tensor, chars: str) -> torch.Tensor:
-        """Targets' true glyphs [N, H, W] and reference glyphs [N, H, W] -> the nearest face's glyphs [N, H, W]."""
         shown = [i for i, c in enumerate(chars) if c not in self.held_out_chars]
         key = chars.encode() + true.to(torch.uint8).numpy().tobytes()
         if key not in self._seen:
             pairs = true[shown, None]  # [N', 1, H, W]: nearest() reads channel 0
             self._seen[key] = self.nearest(pairs, "".join(chars[i] for i in shown)) if shown else 0
-        glyphs = self.faces[self._seen[key]]
-        return torch.stack([glyphs[c].float() if c in glyphs else refs[i].float() for i, c in enumerate(chars)])
+        return self.draw_face(self._seen[key], refs, chars)
 
 
-class NearestGlyphsToTruth(NearestToTruth):
-    """A ceiling, not a method: for each target, the background glyph of its character nearest in L1 to the
-    true glyph, from whichever training face draws it (the best any per-character choice of real glyphs, such
-    as retrieve and refine's selection, can score)."""
+class NearestGlyphsToTruth(Oracle):
+    """For each target, the background glyph of its character nearest in L1 to the true glyph, from whichever
+    training face draws it (the best any per-character choice of real glyphs, such as retrieve and refine's
+    selection, can score)."""
 
     name = "oracle: nearest training glyph to the truth"
 
@@ -464,7 +474,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
     sheet_tasks = set(list(first.values())[: p.sheet_faces])
     features: dict[tuple[str, str, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # for paired FIDs
     for method in all_methods:
-        scored = ["seen"] if isinstance(method, NearestToTruth) else split_names  # oracles: no unseen glyphs
+        scored = ["seen"] if isinstance(method, Oracle) else split_names  # oracles: no unseen glyphs
         rows: dict[str, Any] = {name: {} for name in scored}
         for k in p.shots:
             per = {name: {m: [] for m in METRICS} for name in scored}
@@ -474,7 +484,7 @@ def run_font_bench(name: str, raw: dict[str, Any], out_dir: str | Path, runs_dir
                 ex, cs = splits.held_out.examples[t.face], chars_of[splits.held_out.names[t.face]]
                 ids = t.seen + t.unseen  # one adaptation per task and k draws both kinds of target
                 s0 = time.perf_counter()
-                if isinstance(method, NearestToTruth):
+                if isinstance(method, Oracle):
                     gen = method.draw_truth(ex[ids, 0], ex[ids, 1], "".join(cs[i] for i in ids))
                 else:
                     gen = method.draw(ex[t.support[:k]], "".join(cs[i] for i in t.support[:k]), ex[ids, 1],
@@ -564,25 +574,23 @@ def paired_differences(methods: dict[str, Any], true: dict[str, Any] | None = No
     out: dict[str, Any] = {}
     if base is None:
         return out
+    def paired(ours: dict[str, list[float]], theirs: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+        return {m: dict(zip(("mean", "ci95"), mean_ci([a - b for a, b in zip(ours[m], theirs[m], strict=True)]),
+                            strict=True)) for m in ours}
+
     for split_name, scores in (true or {}).items():
         if "per_task" not in scores:
             continue
-        for k, cell in base[split_name].items():
-            out.setdefault(TRUE_GLYPHS, {}).setdefault(split_name, {})[k] = {
-                m: dict(zip(("mean", "ci95"), mean_ci([a - b for a, b in zip(scores["per_task"][m],
-                                                                               cell["per_task"][m], strict=True)]),
-                            strict=True))
-                for m in ("content", "style")}
+        for k, cell in base[split_name].items():  # the classifiers' metrics only
+            out.setdefault(TRUE_GLYPHS, {}).setdefault(split_name, {})[k] = paired(scores["per_task"],
+                                                                                   cell["per_task"])
     for name, rows in methods.items():
         if name in (Retrieval.name, CopyReference.name):
             continue
         for split_name, by_k in rows.items():
             for k, cell in by_k.items():
-                ref = base[split_name][k]["per_task"]
-                out.setdefault(name, {}).setdefault(split_name, {})[k] = {
-                    m: dict(zip(("mean", "ci95"), mean_ci([a - b for a, b in zip(cell["per_task"][m], ref[m],
-                                                                                  strict=True)]), strict=True))
-                    for m in METRICS}
+                out.setdefault(name, {}).setdefault(split_name, {})[k] = paired(cell["per_task"],
+                                                                                base[split_name][k]["per_task"])
     return out
 
 
